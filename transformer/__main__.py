@@ -1,0 +1,5 @@
+"""`python -m transformer` is `oci-systemd`."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,27 @@
+"""The stop signal annotations (patches/annotations.json)."""
+
+from __future__ import annotations
+
+from ..draft import Draft
+from .context import Context
+
+CONCERN = "annotations"
+
+
+def contribute(draft: Draft, ctx: Context) -> None:
+    policy = ctx.options.policy.annotations
+    for item in policy.set:
+        current = draft.get("annotations", item.key)
+        if current is not None and current.strip().upper() in {e.upper() for e in item.equivalent}:
+            draft.note("kept", CONCERN, f"{item.key}={current} already means {item.value}")
+            continue
+        draft.ensure_object(("annotations",), CONCERN, "the config has no annotations")
+        if current is None:
+            draft.add(("annotations", item.key), item.value, CONCERN, item.why)
+        else:
+            draft.replace(
+                ("annotations", item.key),
+                item.value,
+                CONCERN,
+                f"{item.why}; was {current!r}, which does not stop systemd cleanly",
+            )

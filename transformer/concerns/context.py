@@ -1,0 +1,25 @@
+"""What every concern may read: the options and the facts derived once per plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..mounts import normalise
+from ..options import Options
+from ..rootfs import ResolveError, RootfsView
+
+
+@dataclass(frozen=True)
+class Context:
+    options: Options
+    rootfs: RootfsView
+    machine_id: str
+    readonly_root: bool
+    mount_label: str | None
+
+    def resolve_quietly(self, path: str) -> str:
+        """A destination as the runtime will see it; a looping one stays as written."""
+        try:
+            return self.rootfs.resolve(normalise(path))
+        except ResolveError:
+            return normalise(path)

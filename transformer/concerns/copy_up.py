@@ -1,0 +1,52 @@
+"""Putting the image's content back into the new tmpfs mounts (patches/copy-up.json)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from .. import mounts
+from ..draft import Draft
+from ..errors import OptionsError
+from .context import Context
+
+CONCERN = "copy-up"
+
+
+def _registered(draft: Draft, name: str) -> str | None:
+    for stage, hooks in (draft.get("hooks") or {}).items():
+        for hook in hooks:
+            args = hook.get("args") or []
+            if posixpath.basename(hook.get("path", "")) == name or (args and posixpath.basename(args[0]) == name):
+                return stage
+    return None
+
+
+def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
+    policy = ctx.options.policy.copy_up
+    if not destinations:
+        return
+    if ctx.options.copy_up == "native":
+        for dest in destinations:
+            index = mounts.find(draft.doc["mounts"], dest)
+            assert index is not None, dest  # added by the tmpfs concern in this plan
+            if policy.native_option not in draft.doc["mounts"][index]["options"]:
+                draft.add(("mounts", index, "options", "-"), policy.native_option, CONCERN, policy.native_why)
+        return
+    stage = _registered(draft, policy.hook_name)
+    if stage is not None:
+        draft.note("kept", CONCERN, f"{policy.hook_name} is already registered as a {stage} hook")
+        return
+    if ctx.options.hook_path is None:
+        raise OptionsError(f"cannot find {policy.hook_name}; pass --hook-path or use --copy-up native")
+    draft.ensure_object(("hooks",), CONCERN, "the config has no hooks")
+    draft.ensure_list(("hooks", policy.hook_stage), CONCERN, f"the config has no {policy.hook_stage} hooks")
+    draft.add(
+        ("hooks", policy.hook_stage, "-"),
+        {
+            "path": ctx.options.hook_path,
+            "args": [policy.hook_name, "--stage", policy.hook_stage, *destinations],
+            "timeout": policy.hook_timeout,
+        },
+        CONCERN,
+        f"{policy.hook_why}; copies {', '.join(destinations)}",
+    )

@@ -1,0 +1,119 @@
+"""The working copy of a config that records every change as an RFC 6902 op.
+
+Like runtime-tools' Generator, concerns edit through small methods; unlike it, each
+edit is also recorded, in order, with the concern and the reason, so the patch, the
+review and the transformed config can never disagree. Missing parents are created by
+their own `add` op, because RFC 6902 `add` fails when the parent does not exist.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .pointer import pointer
+
+NoteKind = Literal["kept", "info", "warning"]
+
+
+@dataclass(frozen=True)
+class Op:
+    op: Literal["add", "replace"]
+    path: str
+    value: Any
+    concern: str
+    why: str
+    # The concrete pointer after the op ('-' replaced by the index), for the review.
+    at: str
+    # True for an op that only creates a missing parent (an empty object or list).
+    structural: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "path": self.path, "value": copy.deepcopy(self.value)}
+
+
+@dataclass(frozen=True)
+class Note:
+    kind: NoteKind
+    concern: str
+    message: str
+    pointer: str | None = None
+
+
+@dataclass(frozen=True)
+class SideFile:
+    """A file the bundle needs next to config.json (path relative to the bundle)."""
+
+    path: str
+    content: bytes
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class Plan:
+    systemd: bool
+    ops: tuple[Op, ...]
+    side_files: tuple[SideFile, ...]
+    notes: tuple[Note, ...]
+    facts: tuple[tuple[str, str], ...]
+    config: dict[str, Any] = field(repr=False, compare=False, hash=False)
+
+    def patch(self) -> list[dict[str, Any]]:
+        return [op.to_json() for op in self.ops]
+
+
+class Draft:
+    def __init__(self, config: dict[str, Any]):
+        self.doc = copy.deepcopy(config)
+        self.ops: list[Op] = []
+        self.notes: list[Note] = []
+
+    def get(self, *tokens: str | int, default: Any = None) -> Any:
+        node: Any = self.doc
+        for token in tokens:
+            if isinstance(node, dict) and isinstance(token, str) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and isinstance(token, int) and 0 <= token < len(node):
+                node = node[token]
+            else:
+                return default
+        return node
+
+    def _parent(self, tokens: tuple) -> Any:
+        node = self.doc
+        for token in tokens[:-1]:
+            node = node[token]
+        return node
+
+    def add(self, tokens: tuple, value: Any, concern: str, why: str, structural: bool = False) -> None:
+        parent, key = self._parent(tokens), tokens[-1]
+        value = copy.deepcopy(value)
+        if isinstance(parent, list):
+            index = len(parent) if key == "-" or key == len(parent) else key
+            parent.insert(index, copy.deepcopy(value))
+            path = pointer(tokens[:-1] + ("-" if index == len(parent) - 1 else index,))
+            at = pointer(tokens[:-1] + (index,))
+        else:
+            parent[key] = copy.deepcopy(value)
+            path = at = pointer(tokens)
+        self.ops.append(Op("add", path, value, concern, why, at, structural))
+
+    def replace(self, tokens: tuple, value: Any, concern: str, why: str) -> None:
+        parent, key = self._parent(tokens), tokens[-1]
+        parent[key] = copy.deepcopy(value)
+        self.ops.append(Op("replace", pointer(tokens), copy.deepcopy(value), concern, why, pointer(tokens)))
+
+    def ensure_object(self, tokens: tuple, concern: str, why: str) -> None:
+        """Create each missing object along tokens with its own add op."""
+        for depth in range(1, len(tokens) + 1):
+            if self.get(*tokens[:depth]) is None:
+                self.add(tokens[:depth], {}, concern, why, structural=True)
+
+    def ensure_list(self, tokens: tuple, concern: str, why: str) -> None:
+        self.ensure_object(tokens[:-1], concern, why)
+        if self.get(*tokens) is None:
+            self.add(tokens, [], concern, why, structural=True)
+
+    def note(self, kind: NoteKind, concern: str, message: str, at: tuple | None = None) -> None:
+        self.notes.append(Note(kind, concern, message, pointer(at) if at is not None else None))

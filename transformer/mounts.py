@@ -1,0 +1,50 @@
+"""Where a mount goes in `mounts`, and whether one is already there.
+
+The runtime mounts in list order, so a mount hides every earlier mount nested under
+its destination. A new tmpfs on /run must therefore come *before* podman's bind of
+/run/.containerenv, not after it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Callable
+
+
+def normalise(path: str) -> str:
+    # lstrip first: posixpath.normpath keeps a leading '//' (POSIX allows it to differ).
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def is_under(path: str, parent: str) -> bool:
+    """True when path is strictly below parent (both normalised)."""
+    return parent == "/" and path != "/" or path.startswith(parent + "/")
+
+
+def find(mounts: list[dict[str, Any]], destination: str, resolve: Callable[[str], str] = normalise) -> int | None:
+    """Index of the last mount at destination (the one that wins), comparing normalised
+    and rootfs-resolved paths."""
+    wanted = normalise(destination)
+    found = None
+    for i, mount in enumerate(mounts):
+        dest = mount.get("destination", "")
+        if normalise(dest) == wanted or resolve(dest) == wanted:
+            found = i
+    return found
+
+
+def insertion_index(mounts: list[dict[str, Any]], destination: str) -> int:
+    """Before the first mount nested under destination, but after every mount that
+    destination is nested under (a later ancestor would hide the new mount)."""
+    wanted = normalise(destination)
+    first_nested = None
+    last_ancestor = -1
+    for i, mount in enumerate(mounts):
+        dest = normalise(mount.get("destination", ""))
+        if first_nested is None and is_under(dest, wanted):
+            first_nested = i
+        if is_under(wanted, dest):
+            last_ancestor = i
+    if first_nested is None:
+        return len(mounts)
+    return max(first_nested, last_ancestor + 1)

@@ -1,0 +1,61 @@
+"""The one frozen object that configures the pure core.
+
+Everything the core may depend on is here as a value: the policy, the cgroup version
+(already probed by the CLI), the copy-up mode and the container ID. The core itself
+reads no host state, no clock and no environment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import OptionsError
+from .policy import Policy
+
+CgroupVersion = Literal["v1", "v2"]
+CopyUpMode = Literal["hook", "native"]
+
+_SIZE = re.compile(r"^[0-9]+[kmgKMG%]?$")
+_CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Options:
+    policy: Policy
+    container_id: str
+    cgroup: CgroupVersion = "v1"
+    copy_up: CopyUpMode = "hook"
+    # Absolute path of oci-systemd-copyup as the runtime will exec it (hook mode only).
+    hook_path: str | None = None
+    tmpfs_size: str | None = None
+    # Replaces the policy's capability list when set.
+    capabilities: tuple[str, ...] | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        # Validate when configured, so applying only applies (the kustomize lesson).
+        if self.cgroup not in ("v1", "v2"):
+            raise OptionsError(f"--cgroup must be v1, v2 or auto, not {self.cgroup!r}")
+        if self.copy_up not in ("hook", "native"):
+            raise OptionsError(f"--copy-up must be hook or native, not {self.copy_up!r}")
+        if not self.container_id:
+            raise OptionsError("the container ID must not be empty")
+        if self.tmpfs_size is not None and not _SIZE.match(self.tmpfs_size):
+            raise OptionsError(
+                f"--tmpfs-size {self.tmpfs_size!r} is not a tmpfs size (examples: 64m, 1g, 10%)"
+            )
+        if self.hook_path is not None and not self.hook_path.startswith("/"):
+            raise OptionsError(f"--hook-path must be absolute, not {self.hook_path!r}")
+        if self.capabilities is not None:
+            for cap in self.capabilities:
+                if not _CAP.match(cap):
+                    raise OptionsError(f"--capabilities: {cap!r} is not a capability name")
+                if cap in self.policy.capabilities.forbidden:
+                    raise OptionsError(f"--capabilities: {cap} is never granted by oci-systemd")
+
+
+def normalise_capability(name: str) -> str:
+    name = name.strip().upper()
+    return name if name.startswith("CAP_") else "CAP_" + name

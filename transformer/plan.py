@@ -1,0 +1,62 @@
+"""The pure core: plan(config, rootfs, options) -> Plan.
+
+No I/O, no clock, no environment. The same input gives the same ops in the same
+order: tmpfs, cgroups, machine-id, capabilities, environment, annotations, copy-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .concerns import annotations, capabilities, cgroups, copy_up, environment, machine_id, tmpfs
+from .concerns.context import Context
+from .concerns.detection import detect
+from .config import check_config
+from .draft import Draft, Plan
+from .options import Options
+from .rootfs import RootfsView
+
+
+def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
+    env = (config.get("process") or {}).get("env") or []
+    current = machine_id.existing_container_uuid(env, options.policy.machine_id.env)
+    if current is not None:
+        from_env = machine_id.id_from_container_uuid(current)
+        if from_env is not None:
+            # An already transformed (or podman-made) config keeps the identity it has.
+            return from_env, f"from the config's {options.policy.machine_id.env}"
+    return machine_id.machine_id_for(options.container_id), f"from container ID {options.container_id!r}"
+
+
+def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
+    check_config(config, "config.json")
+    detection = detect(config, rootfs, options.policy.detection, options.force)
+    facts: list[tuple[str, str]] = [("systemd", ("yes: " if detection.systemd else "no: ") + detection.reason)]
+    if not detection.systemd:
+        draft = Draft(config)
+        draft.note("info", "detection", f"not a systemd container ({detection.reason}); nothing to change")
+        return Plan(False, (), (), tuple(draft.notes), tuple(facts), draft.doc)
+
+    mid, mid_source = _machine_id(config, options)
+    ctx = Context(
+        options=options,
+        rootfs=rootfs,
+        machine_id=mid,
+        readonly_root=bool((config.get("root") or {}).get("readonly")),
+        mount_label=(config.get("linux") or {}).get("mountLabel") or None,
+    )
+    facts += [
+        ("cgroup", options.cgroup),
+        ("copy-up", options.copy_up),
+        ("machine-id", f"{mid} ({mid_source})"),
+        ("root", "read-only" if ctx.readonly_root else "writable"),
+    ]
+    draft = Draft(config)
+    copy_destinations = tmpfs.contribute(draft, ctx)
+    cgroups.contribute(draft, ctx)
+    side_files = machine_id.contribute(draft, ctx)
+    capabilities.contribute(draft, ctx)
+    environment.contribute(draft, ctx)
+    annotations.contribute(draft, ctx)
+    copy_up.contribute(draft, ctx, copy_destinations)
+    return Plan(True, tuple(draft.ops), tuple(side_files), tuple(draft.notes), tuple(facts), draft.doc)

@@ -1,0 +1,195 @@
+"""A read-only look at the image's root filesystem.
+
+Paths are resolved the way the runtime resolves them for the container: inside the
+rootfs, as if it were '/'. An absolute link target restarts at the rootfs, '..' stops
+at its top, and a link is never followed out of it. The core only ever sees a
+RootfsView; HostRootfs (the real tree, opened through directory fds) is built at the
+edge, DescribedRootfs (a small JSON description) serves golden cases and tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .errors import BundleError
+
+Kind = Literal["missing", "dir", "file", "symlink", "other"]
+
+# Linux's own limit (MAXSYMLINKS): a chain longer than this is a loop for the kernel too.
+MAX_SYMLINKS = 40
+
+
+class ResolveError(Exception):
+    """A path cannot be resolved inside the rootfs (a symlink loop or chain too long)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: Kind
+    target: str | None = None  # the link text, for symlinks
+
+
+class RootfsView:
+    """Answers questions about paths inside the rootfs. Subclasses implement _entry."""
+
+    label = "rootfs"
+
+    def _entry(self, components: tuple[str, ...]) -> Entry:
+        """The entry at components, whose parents are real directories (never links)."""
+        raise NotImplementedError
+
+    def resolve(self, path: str, *, follow_final: bool = True) -> str:
+        """The absolute path inside the rootfs that path designates, links resolved."""
+        pending = deque(c for c in path.split("/") if c)
+        resolved: list[str] = []
+        links = 0
+        missing = False  # below a missing or non-directory entry nothing is a link
+        while pending:
+            name = pending.popleft()
+            if name == ".":
+                continue
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            if missing:
+                resolved.append(name)
+                continue
+            entry = self._entry(tuple(resolved) + (name,))
+            if entry.kind == "symlink" and (pending or follow_final):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise ResolveError(f"{path}: too many levels of symbolic links")
+                target = entry.target or ""
+                if target.startswith("/"):
+                    resolved = []
+                pending.extendleft(reversed([c for c in target.split("/") if c]))
+                continue
+            resolved.append(name)
+            if entry.kind != "dir":
+                missing = True
+        return "/" + "/".join(resolved)
+
+    def entry(self, path: str) -> Entry:
+        """lstat() semantics: intermediate links are resolved, the final one is not."""
+        resolved = self.resolve(path, follow_final=False)
+        components = tuple(c for c in resolved.split("/") if c)
+        if not components:
+            return Entry("dir")
+        parent = self.resolve("/" + "/".join(components[:-1]))
+        parent_components = tuple(c for c in parent.split("/") if c)
+        if parent_components and self._entry(parent_components).kind != "dir":
+            return Entry("missing")
+        return self._entry(parent_components + (components[-1],))
+
+    def exists(self, path: str) -> bool:
+        try:
+            return self._entry_of(self.resolve(path)).kind != "missing"
+        except ResolveError:
+            return False
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            return self._entry_of(self.resolve(path)).kind == "dir"
+        except ResolveError:
+            return False
+
+    def is_symlink(self, path: str) -> bool:
+        try:
+            return self.entry(path).kind == "symlink"
+        except ResolveError:
+            return True  # a looping name is still a link
+
+    def readlink(self, path: str) -> str | None:
+        entry = self.entry(path)
+        return entry.target if entry.kind == "symlink" else None
+
+    def _entry_of(self, resolved: str) -> Entry:
+        components = tuple(c for c in resolved.split("/") if c)
+        if not components:
+            return Entry("dir")
+        return self._entry(components)
+
+
+class EmptyRootfs(RootfsView):
+    """No rootfs to look at: every path is missing, so names are taken literally."""
+
+    label = "no rootfs"
+
+    def _entry(self, components: tuple[str, ...]) -> Entry:
+        return Entry("missing")
+
+
+class DescribedRootfs(RootfsView):
+    """A rootfs described as data: {"/sbin/init": {"symlink": "/lib/systemd/systemd"},
+    "/lib/systemd/systemd": "file", "/run": "dir"}. Parents of listed paths are dirs."""
+
+    label = "described rootfs"
+
+    def __init__(self, description: dict[str, object]):
+        self._entries: dict[tuple[str, ...], Entry] = {}
+        for path, spec in description.items():
+            components = tuple(c for c in path.split("/") if c)
+            for i in range(1, len(components)):
+                self._entries.setdefault(components[:i], Entry("dir"))
+            if isinstance(spec, dict) and isinstance(spec.get("symlink"), str):
+                self._entries[components] = Entry("symlink", spec["symlink"])
+            elif spec in ("file", "dir", "other"):
+                self._entries[components] = Entry(spec)  # type: ignore[arg-type]
+            else:
+                raise ValueError(f"{path}: expected \"file\", \"dir\", \"other\" or {{\"symlink\": TARGET}}")
+
+    def _entry(self, components: tuple[str, ...]) -> Entry:
+        return self._entries.get(components, Entry("missing"))
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+class HostRootfs(RootfsView):
+    """The real tree. Every look-up walks from an fd of the rootfs with O_NOFOLLOW, so a
+    link swapped in under us is never followed to the host."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.label = str(root)
+        try:
+            fd = os.open(root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BundleError(f"rootfs is not a readable directory ({exc.strerror})", file=str(root)) from None
+        os.close(fd)
+
+    def _entry(self, components: tuple[str, ...]) -> Entry:
+        fd = os.open(self.root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in components[:-1]:
+                try:
+                    nfd = os.open(name, _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                        return Entry("missing")
+                    raise
+                os.close(fd)
+                fd = nfd
+            name = components[-1]
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ENAMETOOLONG):
+                    return Entry("missing")
+                raise
+            if stat.S_ISLNK(st.st_mode):
+                return Entry("symlink", os.readlink(name, dir_fd=fd))
+            if stat.S_ISDIR(st.st_mode):
+                return Entry("dir")
+            if stat.S_ISREG(st.st_mode):
+                return Entry("file")
+            return Entry("other")
+        finally:
+            os.close(fd)
