@@ -9,6 +9,7 @@ their own `add` op, because RFC 6902 `add` fails when the parent does not exist.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -66,8 +67,27 @@ class Plan:
 class Draft:
     def __init__(self, config: dict[str, Any]):
         self.doc = copy.deepcopy(config)
-        self.ops: list[Op] = []
-        self.notes: list[Note] = []
+        self._ops: list[tuple[Op, list]] = []
+        self._notes: list[tuple[Note, list | None]] = []
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        """The ops, each with `at` naming where its value sits in the final config."""
+        return tuple(dataclasses.replace(op, at=pointer(at)) for op, at in self._ops)
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        return tuple(
+            note if at is None else dataclasses.replace(note, pointer=pointer(at)) for note, at in self._notes
+        )
+
+    def _shift(self, list_tokens: tuple, index: int) -> None:
+        """An insertion at list_tokens[index] moves every later element one down; keep
+        the recorded locations of earlier ops and notes pointing at the same values."""
+        n = len(list_tokens)
+        for at in [at for _, at in self._ops] + [at for _, at in self._notes if at is not None]:
+            if len(at) > n and tuple(at[:n]) == list_tokens and isinstance(at[n], int) and at[n] >= index:
+                at[n] += 1
 
     def get(self, *tokens: str | int, default: Any = None) -> Any:
         node: Any = self.doc
@@ -91,18 +111,19 @@ class Draft:
         value = copy.deepcopy(value)
         if isinstance(parent, list):
             index = len(parent) if key == "-" or key == len(parent) else key
+            self._shift(tokens[:-1], index)
             parent.insert(index, copy.deepcopy(value))
             path = pointer(tokens[:-1] + ("-" if index == len(parent) - 1 else index,))
-            at = pointer(tokens[:-1] + (index,))
+            at = list(tokens[:-1]) + [index]
         else:
             parent[key] = copy.deepcopy(value)
-            path = at = pointer(tokens)
-        self.ops.append(Op("add", path, value, concern, why, at, structural))
+            path, at = pointer(tokens), list(tokens)
+        self._ops.append((Op("add", path, value, concern, why, path, structural), at))
 
     def replace(self, tokens: tuple, value: Any, concern: str, why: str) -> None:
         parent, key = self._parent(tokens), tokens[-1]
         parent[key] = copy.deepcopy(value)
-        self.ops.append(Op("replace", pointer(tokens), copy.deepcopy(value), concern, why, pointer(tokens)))
+        self._ops.append((Op("replace", pointer(tokens), copy.deepcopy(value), concern, why, pointer(tokens)), list(tokens)))
 
     def ensure_object(self, tokens: tuple, concern: str, why: str) -> None:
         """Create each missing object along tokens with its own add op."""
@@ -116,4 +137,4 @@ class Draft:
             self.add(tokens, [], concern, why, structural=True)
 
     def note(self, kind: NoteKind, concern: str, message: str, at: tuple | None = None) -> None:
-        self.notes.append(Note(kind, concern, message, pointer(at) if at is not None else None))
+        self._notes.append((Note(kind, concern, message), list(at) if at is not None else None))

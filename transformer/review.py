@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from .draft import Plan
-from .pointer import pointer
+from .pointer import escape, pointer
 
 _KINDS = {
     "dictionary_item_added": "added",
@@ -32,9 +32,8 @@ def _explain(plan: Plan, at: str) -> tuple[str, str]:
     same = [op for op in plan.ops if op.at == at]
     inside = [op for op in plan.ops if op.at.startswith(at + "/")]
     around = sorted((op for op in plan.ops if at.startswith(op.at + "/")), key=lambda op: -len(op.at))
-    for group in (same, inside, around):
-        for op in sorted(group, key=lambda op: op.structural):
-            return op.concern, op.why
+    for op in sorted(same + inside + around, key=lambda op: op.structural):  # stable sort
+        return op.concern, op.why
     return "unexplained", "no op of this plan explains this difference"
 
 
@@ -42,6 +41,7 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
     from deepdiff import DeepDiff
 
     changes = []
+    created = {op.at for op in plan.ops if op.structural}
     diff = DeepDiff(before, plan.config, view="tree", ignore_order=True)
     for report, levels in diff.items():
         kind = _KINDS.get(report)
@@ -50,8 +50,17 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
         for level in levels:
             use_t2 = kind != "removed"
             at = pointer(level.path(output_format="list", use_t2=use_t2))
+            if kind == "added":
+                # A whole new /mounts or /hooks is one difference to deepdiff; show its
+                # members one by one, each with the reason of the op that put it there.
+                for member_at, member in _members(at, level.t2, created):
+                    concern, why = _explain(plan, member_at)
+                    changes.append(
+                        {"kind": kind, "pointer": member_at, "old": None, "new": member, "concern": concern, "why": why}
+                    )
+                continue
             concern, why = _explain(plan, at)
-            old = None if kind == "added" else level.t1
+            old = level.t1
             new = None if kind == "removed" else level.t2
             changes.append({"kind": kind, "pointer": at, "old": old, "new": new, "concern": concern, "why": why})
     order = {op.at: i for i, op in enumerate(plan.ops)}
@@ -71,6 +80,15 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
             for s in plan.side_files
         ],
     }
+
+
+def _members(at: str, value: Any, created: set[str]):
+    if at in created and isinstance(value, (dict, list)) and value:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, member in items:
+            yield from _members(f"{at}/{escape(key)}", member, created)
+    else:
+        yield at, value
 
 
 def _op_rank(order: dict[str, int], at: str) -> int:

@@ -55,7 +55,10 @@ def _force_option(draft: Draft, index: int, want: str, unwanted: str, concern: s
         draft.add(("mounts", index, "options", "-"), want, concern, why)
 
 
-def _ensure_cgroup_mount(draft: Draft, mountpoint: str, options: tuple[str, ...], concern: str, why: str) -> int:
+def _ensure_cgroup_mount(
+    draft: Draft, mountpoint: str, options: tuple[str, ...], concern: str, why: str
+) -> int | None:
+    """Index of the config's own mount on mountpoint, or None after adding ours."""
     index = _cgroup_mount(draft, mountpoint)
     if index is None:
         at = mounts.insertion_index(draft.doc["mounts"], mountpoint)
@@ -65,7 +68,6 @@ def _ensure_cgroup_mount(draft: Draft, mountpoint: str, options: tuple[str, ...]
             concern,
             why,
         )
-        return at
     return index
 
 
@@ -73,11 +75,11 @@ def contribute_v1(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.cgroup_v1
     c = CONCERN_V1
     index = _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.read_only_why)
-    mount = draft.doc["mounts"][index]
-    if mount.get("type") in _CGROUP_MOUNT_TYPES or "bind" in (mount.get("options") or []) or "rbind" in (
-        mount.get("options") or []
-    ):
-        _force_option(draft, index, "ro", "rw", c, policy.read_only_why)
+    if index is not None:
+        mount = draft.doc["mounts"][index]
+        options = mount.get("options") or []
+        if mount.get("type") in _CGROUP_MOUNT_TYPES or "bind" in options or "rbind" in options:
+            _force_option(draft, index, "ro", "rw", c, policy.read_only_why)
 
     cgroups_path = draft.get("linux", "cgroupsPath")
     if cgroups_path is None:
@@ -124,7 +126,9 @@ def contribute_v2(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.cgroup_v2
     c = CONCERN_V2
     index = _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.writable_why)
-    if draft.doc["mounts"][index].get("type") in _CGROUP_MOUNT_TYPES:
+    if index is None:
+        pass
+    elif draft.doc["mounts"][index].get("type") in _CGROUP_MOUNT_TYPES:
         _force_option(draft, index, "rw", "ro", c, policy.writable_why)
     else:
         draft.note(

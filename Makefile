@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: venv demo test test-fast bench golden clean
+
+# The virtualenv is rebuilt whenever the project's metadata changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## make demo: transform the embedded example bundle (a copy of it, in a temp dir)
+demo: venv
+	bash examples/demo.sh $(BIN)
+
+## make test: unit, golden, property, CLI and (as root) end-to-end tests
+test: venv
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+## make bench: cost ratios measured side by side in one run
+bench: venv
+	$(BIN)/python bench/bench_plan.py
+	@if [ -f bench/bench_copyup.py ]; then $(BIN)/python bench/bench_copyup.py; fi
+
+## make golden: rewrite golden/ after an intended change of behaviour (then read the diff)
+golden: venv
+	$(BIN)/oci-systemd golden update golden
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
