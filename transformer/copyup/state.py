@@ -38,7 +38,7 @@ class State:
 
 
 def _fail(pointer: str, message: str) -> StateError:
-    return StateError(message, file=SOURCE, pointer=pointer)
+    return StateError(message, file=SOURCE, pointer=pointer or None)
 
 
 def _string(doc: dict, key: str, *, required: bool = True) -> str | None:
