@@ -78,6 +78,24 @@ def _rootfs(directory: Path, config: dict[str, Any], label: str, required: bool)
     return HostRootfs(path)
 
 
+def _bundle_directory(path: str) -> Path:
+    directory = Path(path)
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise BundleError(f"bundle {what}", file=path)
+    return directory
+
+
+def read_config(path: str) -> tuple[str, Any]:
+    """Only the JSON of BUNDLE's config (or stdin), unchecked: for the schema check,
+    which reports every problem itself."""
+    if path == "-":
+        return "-", parse_json(_read_limited(sys.stdin.buffer, "-"), "-")
+    directory = _bundle_directory(path)
+    data, _ = read_config_file(directory / CONFIG)
+    return str(directory / CONFIG), parse_json(data, str(directory / CONFIG))
+
+
 def read_bundle(path: str) -> Bundle:
     """BUNDLE is a directory holding config.json, or '-' for a config on stdin whose
     bundle is the working directory (podman's precreate contract)."""
@@ -86,10 +104,7 @@ def read_bundle(path: str) -> Bundle:
         config = parse_json(data, "-")
         check_config(config, "-")
         return Bundle(None, "-", config, _rootfs(Path.cwd(), config, "-", required=False))
-    directory = Path(path)
-    if not directory.is_dir():
-        what = "does not exist" if not directory.exists() else "is not a directory"
-        raise BundleError(f"bundle {what}", file=path)
+    directory = _bundle_directory(path)
     config_path = directory / CONFIG
     data, mode = read_config_file(config_path)
     config = parse_json(data, str(config_path))

@@ -204,21 +204,21 @@ def review_cmd(bundle: str, fmt: str, output: str, **kw: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def validate_cmd(bundle: str, schema_dir: Path | None, fmt: str) -> None:
     """Check BUNDLE's config.json against the official OCI runtime-spec JSON schema."""
-    from .bundle import read_bundle
+    from .bundle import read_config
     from .schema import load_validator, validate
 
     validator = load_validator(schema_dir)
-    loaded = read_bundle(bundle)
-    problems = validate(loaded.config, validator)
+    label, config = read_config(bundle)
+    problems = validate(config, validator)
     if fmt == "json":
-        out = {"bundle": loaded.label, "valid": not problems,
+        out = {"bundle": label, "valid": not problems,
                "problems": [{"pointer": p.pointer, "message": p.message, "spec": p.spec} for p in problems]}
         _emit(json.dumps(out, indent=2) + "\n", "-")
     else:
         for p in problems:
-            click.echo(f"{loaded.label}: {p.pointer}: {p.message} ({p.spec})")
+            click.echo(f"{label}: {p.pointer}: {p.message} ({p.spec})")
         if not problems:
-            click.echo(f"{loaded.label}: valid")
+            click.echo(f"{label}: valid")
     if problems:
         raise SystemExit(EXIT_CHANGES)
 

@@ -27,11 +27,13 @@ from transformer.errors import CopyUpError
 # Deeper image trees are refused rather than truncated. Each level holds two fds.
 MAX_DEPTH = 128
 
-_SRC_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NOATIME (allowed to root and to the owner): copying must not change the image.
+_NOATIME = os.O_NOATIME if os.geteuid() == 0 else 0
+_SRC_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
 # O_NONBLOCK|O_NOCTTY: should an entry change type under us, opening a FIFO must not
 # hang the hook and opening a tty must not make it ours. fstat then checks the type.
-_SRC_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-_DST_DIR = _SRC_DIR
+_SRC_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | _NOATIME
+_DST_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DST_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

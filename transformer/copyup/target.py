@@ -24,6 +24,8 @@ TMPFS_MAGIC = 0x01021994  # linux/magic.h
 
 _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Reading the image's directories must not change their atime (root may O_NOATIME).
+_DIR_NOATIME = _DIR | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
 
 def components(path: str) -> list[str]:
@@ -43,13 +45,15 @@ def _why(dir_fd: int, name: str, err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def walk(start_fd: int, parts: list[str], *, label: str, missing_ok: bool = False) -> int | None:
+def walk(
+    start_fd: int, parts: list[str], *, label: str, missing_ok: bool = False, noatime: bool = False
+) -> int | None:
     """Open start_fd/parts[0]/.../parts[-1] as a readable directory, never following
     a symlink. Returns a new fd (caller closes), or None if missing and missing_ok."""
     cur = os.dup(start_fd)
     try:
         for i, name in enumerate(parts):
-            flags = _DIR if i == len(parts) - 1 else _WALK
+            flags = (_DIR_NOATIME if noatime else _DIR) if i == len(parts) - 1 else _WALK
             try:
                 nxt = os.open(name, flags, dir_fd=cur)
             except OSError as e:
@@ -77,7 +81,7 @@ def open_source(rootfs_fd: int, dest: str) -> int | None:
     content the user expects in /run is not there, and following it could read the
     host. A missing directory means nothing to copy.
     """
-    return walk(rootfs_fd, components(dest), label="image path", missing_ok=True)
+    return walk(rootfs_fd, components(dest), label="image path", missing_ok=True, noatime=True)
 
 
 def is_empty_dir(fd: int) -> bool:

@@ -1,0 +1,41 @@
+"""The oci-hooks(5) file that makes podman or CRI-O inject the helper by itself.
+
+Put the document in a hooks.d directory (/etc/containers/oci/hooks.d/ or
+/usr/share/containers/oci/hooks.d/, or podman --hooks-dir DIR). The hook then gets no
+DEST arguments: a hooks.d file cannot know the bundle's mounts, so the helper copies
+into every tmpfs of config.json on its default list (bundle.DEFAULT_DESTINATIONS).
+"""
+
+from __future__ import annotations
+
+from transformer.errors import OptionsError
+
+HOOKS_VERSION = "1.0.0"
+
+# oci-hooks(5): "If the configured process.args[0] matches an entry" -- an unanchored
+# POSIX ERE search (Go's regexp.MatchString in containers/common). Anchor both ends
+# so "/sbin/init" and "init" match but "/usr/bin/not-init-really" does not.
+COMMANDS = ("^(.*/)?init$", "^(.*/)?systemd$")
+
+# prestart runs in the runtime's mount namespace before pivot_root, which is what the
+# helper needs; oci-hooks(5) consumers (podman 4.3) accept it for every runtime.
+STAGES = ("prestart",)
+
+TIMEOUT_SECONDS = 30
+
+
+def hooks_config(hook_path: str) -> dict:
+    """An oci-hooks(5) 1.0.0 document injecting ``hook_path`` as a prestart hook."""
+    if not isinstance(hook_path, str) or not hook_path.startswith("/") or "\0" in hook_path:
+        # runtime-spec: a hook's path MUST be absolute.
+        raise OptionsError(f"hook path {hook_path!r}: must be an absolute path")
+    return {
+        "version": HOOKS_VERSION,
+        "hook": {
+            "path": hook_path,
+            "args": ["oci-systemd-copyup", "--stage", STAGES[0]],
+            "timeout": TIMEOUT_SECONDS,
+        },
+        "when": {"commands": list(COMMANDS)},
+        "stages": list(STAGES),
+    }
