@@ -1,0 +1,303 @@
+"""Shared helpers of the tests/copyup suite (imported by name: tests/ has no __init__)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from support import skip_or_fail
+
+REPO = Path(__file__).resolve().parents[2]
+MAIN = REPO / "transformer" / "copyup" / "main.py"
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+
+# The invocation the hooks of these tests register: the interpreter itself, isolated
+# and without site (what docs/copyup.md recommends for speed), running main.py.
+HOOK_ARGV = [sys.executable, "-I", "-S", str(MAIN)]
+
+FIXED_NS = 1_577_934_245_123_456_789  # 2020-01-02 03:04:05.123456789 UTC
+OLD_ATIME_NS = 1_500_000_000_987_654_321
+
+# security.capability v2: cap_net_bind_service (bit 10) permitted and effective.
+CAP_NET_BIND_SERVICE = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+
+
+def set_times(path, atime_ns=OLD_ATIME_NS, mtime_ns=FIXED_NS):
+    os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+
+
+def _open_noatime(path, flags):
+    try:
+        return os.open(path, flags | os.O_NOATIME)
+    except PermissionError:
+        return os.open(path, flags)
+
+
+def snapshot(top) -> dict:
+    """Every property the helper promises to keep, for each entry below (and of) top.
+
+    Reads with O_NOATIME, so taking a snapshot changes no atime. Hardlinks appear as
+    the same "inode" label: the first path (sorted) of their inode.
+    """
+    top = os.fsencode(top)
+    entries: dict[bytes, dict] = {}
+    inodes: dict[tuple, bytes] = {}
+
+    def visit(path: bytes, rel: bytes):
+        st = os.lstat(path)
+        kind = stat.S_IFMT(st.st_mode)
+        info = {
+            "type": kind,
+            "mode": stat.S_IMODE(st.st_mode),
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "mtime_ns": st.st_mtime_ns,
+            "atime_ns": st.st_atime_ns,
+        }
+        try:
+            keys = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            keys = []
+        info["xattrs"] = {k: os.getxattr(path, k, follow_symlinks=False) for k in sorted(keys)}
+        if kind == stat.S_IFLNK:
+            info["target"] = os.readlink(path)
+            # readlink(2) updates a symlink's atime (there is no O_NOATIME for it): put
+            # it back, so that the snapshot itself does not change what it observes.
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        elif kind == stat.S_IFREG:
+            fd = _open_noatime(path, os.O_RDONLY | os.O_NOFOLLOW)
+            h = hashlib.sha256()
+            with os.fdopen(fd, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            info["sha256"] = h.hexdigest()
+            info["size"] = st.st_size
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            info["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        if kind != stat.S_IFDIR and st.st_nlink > 1:
+            info["inode"] = inodes.setdefault((st.st_dev, st.st_ino), rel)
+        entries[rel] = info
+        if kind == stat.S_IFDIR:
+            fd = _open_noatime(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                names = sorted(os.listdir(fd))
+            finally:
+                os.close(fd)
+            for name in names:
+                name = os.fsencode(name)
+                visit(path + b"/" + name, rel + b"/" + name if rel else name)
+
+    visit(top, b"")
+    # Labels depend on visiting order; sorted visiting makes them stable.
+    return entries
+
+
+def without_symlink_atimes(snap: dict) -> dict:
+    """The helper's own readlink(2) of the image updates the image's symlink atimes."""
+    return {
+        rel: {k: v for k, v in info.items() if not (k == "atime_ns" and info["type"] == stat.S_IFLNK)}
+        for rel, info in snap.items()
+    }
+
+
+def diff_snapshots(expected: dict, actual: dict) -> list[str]:
+    out = []
+    for rel in sorted(set(expected) | set(actual)):
+        e, a = expected.get(rel), actual.get(rel)
+        if e != a:
+            out.append(f"{rel!r}:\n  expected {e}\n  actual   {a}")
+    return out
+
+
+def sha256_file(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def build_fidelity_tree(top: Path, *, root: bool) -> None:
+    """A /run-like image tree with every property the helper must keep."""
+    top.mkdir(parents=True, exist_ok=True)
+    uid, gid = (1000, 1000) if root else (os.getuid(), os.getgid())
+    marker = top / "marker"
+    marker.write_bytes(b"marker content\n")
+    os.setxattr(marker, "user.test", b"value-\x00-binary")
+    os.chown(marker, uid, gid)
+    marker.chmod(0o640)
+    (top / "sub").mkdir()
+    os.link(marker, top / "sub" / "marker-hardlink")
+    (top / "suid").write_bytes(b"#!/bin/sh\n")
+    (top / "suid").chmod(0o4755)
+    (top / "sgid").write_bytes(b"x")
+    (top / "sgid").chmod(0o2750)
+    (top / "sticky").mkdir()
+    (top / "sticky").chmod(0o1777)
+    (top / "empty").mkdir()
+    (top / "empty").chmod(0o710)
+    os.chown(top / "empty", uid, gid)
+    (top / "big").write_bytes(os.urandom(3 << 20))
+    (top / "zero").write_bytes(b"")
+    os.symlink("marker", top / "rel-link")
+    os.symlink("/etc/shadow", top / "abs-link")
+    os.symlink("../../../../etc/shadow", top / "dotdot-link")
+    os.symlink("dangling-nowhere", top / "dangling")
+    os.symlink("loop-b", top / "loop-a")
+    os.symlink("loop-a", top / "loop-b")
+    os.mkfifo(top / "fifo", 0o620)
+    os.mknod(top / "sock", stat.S_IFSOCK | 0o755)
+    (top / "name\nwith\nnewlines").write_bytes(b"nl")
+    (top / os.fsdecode(b"bad-utf8-\xff")).write_bytes(b"bytes")
+    if root:
+        os.chown(top / "rel-link", 1000, 1001, follow_symlinks=False)
+        os.chown(top / "fifo", 1000, 1000)
+        os.mknod(top / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.mknod(top / "loop0", stat.S_IFBLK | 0o660, os.makedev(7, 0))
+        os.chown(top / "loop0", 0, 6)
+        cap = top / "cap"
+        cap.write_bytes(b"\x7fELF-ish")
+        cap.chmod(0o755)
+        os.setxattr(cap, "security.capability", CAP_NET_BIND_SERVICE)
+        with contextlib.suppress(OSError):  # SELinux labels: only where the fs takes them
+            os.setxattr(top / "marker", "security.selinux", b"system_u:object_r:var_run_t:s0\x00")
+    # Times last (creating entries changed their directories' mtimes); leaves first.
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames + dirnames:
+            set_times(os.path.join(dirpath, name))
+    os.chown(top, uid, gid)
+    top.chmod(0o751)
+    set_times(top)
+
+
+# -- tmpfs mounts of our own ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str = "nodev"):
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def private_tmpfs_holder(rootfs: Path, mounts: list[tuple[str, str]]):
+    """A process in its own mount namespace with a tmpfs on <rootfs><dest> for each
+    (dest, options): a stand-in for runc's init at prestart time, without runc."""
+    script = "".join(
+        f"mount -t tmpfs -o {opts} tmpfs '{rootfs}{dest}' || exit 9; " for dest, opts in mounts
+    )
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script + "echo ready; exec sleep 120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"tmpfs holder failed: {proc.stderr.read()!r}")
+        yield proc.pid
+    finally:
+        proc.kill()  # by the pid we started, never by name
+        proc.wait()
+
+
+def state_json(pid: int, bundle: Path, status: str = "creating", **extra) -> bytes:
+    doc = {"ociVersion": "1.0.2-dev", "id": f"t-{pid}", "status": status, "pid": pid, "bundle": str(bundle)}
+    doc.update(extra)
+    return json.dumps(doc).encode()
+
+
+def write_config(bundle: Path, mounts: list[dict] | None = None, root: str = "rootfs", **top) -> None:
+    config = {"ociVersion": "1.0.2", "root": {"path": root}, "mounts": mounts or []}
+    config.update(top)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def run_helper(argv: list[str], stdin: bytes, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(HOOK_ARGV + argv, input=stdin, capture_output=True, timeout=timeout)
+
+
+# -- runc -------------------------------------------------------------------------------
+
+
+def busybox() -> str:
+    for path in ("/bin/busybox", "/usr/bin/busybox"):
+        if os.path.exists(path):
+            return path
+    skip_or_fail("busybox-static is not installed (apt-get install busybox-static)")
+
+
+def require_runc() -> None:
+    if not os.path.exists(RUNC):
+        skip_or_fail("runc is not installed")
+
+
+def make_busybox_rootfs(rootfs: Path) -> None:
+    for d in ("bin", "proc", "dev", "sys", "etc"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox(), rootfs / "bin" / "busybox")
+    for tool in ("sh", "sleep", "cat", "ls", "stat"):
+        os.symlink("busybox", rootfs / "bin" / tool)
+    # A 0700 top (as mktemp -d makes) breaks unprivileged tools in the container.
+    rootfs.chmod(0o755)
+
+
+def runc_bundle(bundle: Path, *, tmpfs_mounts: list[tuple[str, list[str]]], hook_args: list[str] | None,
+                stage: str = "prestart", process: list[str] | None = None, extra_mounts=None) -> None:
+    """A config.json with runc's defaults, our tmpfs mounts and (optionally) the hook."""
+    bundle.chmod(0o755)
+    subprocess.run([RUNC, "spec", "--bundle", str(bundle)], check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = process or ["sleep", "600"]
+    config["root"]["readonly"] = False
+    for dest, options in tmpfs_mounts:
+        config["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options})
+    config["mounts"] += extra_mounts or []
+    if hook_args is not None:
+        config["hooks"] = {
+            stage: [{"path": HOOK_ARGV[0], "args": ["python3"] + HOOK_ARGV[1:] + ["--stage", stage] + hook_args, "timeout": 30}]
+        }
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+
+class Container:
+    """runc run -d of a bundle under a unique id; always deleted on exit."""
+
+    def __init__(self, bundle: Path):
+        self.bundle = bundle
+        self.id = f"copyup-{uuid.uuid4().hex[:12]}"
+        self.result: subprocess.CompletedProcess | None = None
+
+    def start(self) -> subprocess.CompletedProcess:
+        self.result = subprocess.run(
+            [RUNC, "run", "-d", "--bundle", str(self.bundle), self.id],
+            capture_output=True, timeout=90, stdin=subprocess.DEVNULL,
+        )
+        return self.result
+
+    def pid(self) -> int:
+        out = subprocess.run([RUNC, "state", self.id], capture_output=True, check=True).stdout
+        return json.loads(out)["pid"]
+
+    def root(self) -> Path:
+        return Path(f"/proc/{self.pid()}/root")
+
+    def delete(self) -> None:
+        subprocess.run([RUNC, "delete", "-f", self.id], capture_output=True, timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.delete()
