@@ -101,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         stdin = b""
-        parsed_ok = "-h" not in argv and "--help" not in argv and "--version" not in argv
-        if parsed_ok:
-            stdin = sys.stdin.buffer.read(1 << 20 | 1) if sys.stdin is not None else b""
+        if not {"-h", "--help", "--version"} & set(argv):
+            stdin = _read_stdin()
         return run(argv, stdin)
     except CopyUpError as e:
         return _fail(e.one_line(), EXIT_REFUSED)
@@ -112,6 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, never a traceback (runc shows stderr)
         msg = f"internal error: {type(e).__name__}: {e}".replace("\n", "\\n")
         return _fail(msg, EXIT_INTERNAL)
+
+
+def _read_stdin() -> bytes:
+    from transformer.errors import StateError
+
+    try:
+        # One byte more than parse_state accepts, so an oversized state is reported.
+        return sys.stdin.buffer.read((1 << 20) + 1) if sys.stdin is not None else b""
+    except (OSError, ValueError, AttributeError) as e:
+        raise StateError(f"cannot read the OCI state from stdin: {e}") from None
 
 
 def _fail(message: str, code: int) -> int:
