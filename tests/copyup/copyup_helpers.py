@@ -190,12 +190,14 @@ def tmpfs(path: Path, options: str = "nodev"):
 
 
 @contextlib.contextmanager
-def private_tmpfs_holder(rootfs: Path, mounts: list[tuple[str, str]]):
+def private_tmpfs_holder(rootfs: Path, mounts: list[tuple[str, str]], extra: str = ""):
     """A process in its own mount namespace with a tmpfs on <rootfs><dest> for each
-    (dest, options): a stand-in for runc's init at prestart time, without runc."""
+    (dest, options): a stand-in for runc's init at prestart time, without runc.
+    Like runc, it creates a missing mount point (inside the parent tmpfs)."""
     script = "".join(
-        f"mount -t tmpfs -o {opts} tmpfs '{rootfs}{dest}' || exit 9; " for dest, opts in mounts
-    )
+        f"mkdir -p '{rootfs}{dest}' && mount -t tmpfs -o {opts} tmpfs '{rootfs}{dest}' || exit 9; "
+        for dest, opts in mounts
+    ) + extra
     proc = subprocess.Popen(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script + "echo ready; exec sleep 120"],
         stdout=subprocess.PIPE,
