@@ -1,0 +1,82 @@
+"""Policy documents are validated when loaded, with the file and pointer at fault."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transformer.errors import OptionsError, PolicyError
+from transformer.options import Options, normalise_capability
+from transformer.policy import DOCUMENTS, default_policy_dir, load_policy, parse_policy
+
+PATCHES = Path(__file__).resolve().parent.parent / "patches"
+
+
+def docs() -> dict:
+    return {name: json.loads((PATCHES / f"{name}.json").read_text()) for name in DOCUMENTS}
+
+
+def test_every_concern_has_one_document():
+    assert sorted(p.stem for p in PATCHES.glob("*.json")) == sorted(DOCUMENTS)
+    assert default_policy_dir().resolve() == PATCHES.resolve()
+
+
+@pytest.mark.parametrize(
+    "name,mutate,pointer",
+    [
+        ("capabilities", lambda d: d["capabilities"].append("CAP_SYS_ADMIN"), "/capabilities/14"),
+        ("capabilities", lambda d: d["capabilities"].__setitem__(0, "chown"), "/capabilities/0"),
+        ("capabilities", lambda d: d["sets"].append("bogus"), "/sets/3"),
+        ("tmpfs", lambda d: d["mounts"][0].__setitem__("destination", "run"), "/mounts/0/destination"),
+        ("tmpfs", lambda d: d["mounts"][1]["options"].append("size=1g"), "/mounts/1/options/4"),
+        ("tmpfs", lambda d: d.pop("defaultSize"), "/defaultSize"),
+        ("cgroup-v1", lambda d: d["cgroupMountOptions"].remove("ro"), "/cgroupMountOptions"),
+        ("cgroup-v1", lambda d: d.__setitem__("defaultCgroupsPath", "rel"), "/defaultCgroupsPath"),
+        ("machine-id", lambda d: d.__setitem__("sideDirectory", "/abs"), "/sideDirectory"),
+        ("machine-id", lambda d: d.__setitem__("source", "a/b"), "/source"),
+        ("copy-up", lambda d: d["hook"].__setitem__("stage", "poststop"), "/hook/stage"),
+        ("copy-up", lambda d: d["hook"].__setitem__("timeout", True), "/hook/timeout"),
+        ("environment", lambda d: d["set"][0].__setitem__("name", "a=b"), "/set/0/name"),
+        ("detection", lambda d: d.__setitem__("initPaths", "/sbin/init"), "/initPaths"),
+        ("annotations", lambda d: d.__setitem__("set", {}), "/set"),
+    ],
+)
+def test_invalid_policy_names_file_and_pointer(name, mutate, pointer):
+    documents = docs()
+    mutate(documents[name])
+    with pytest.raises(PolicyError) as err:
+        parse_policy(documents, "policy")
+    assert err.value.file == f"policy/{name}.json"
+    assert err.value.pointer == pointer
+
+
+def test_missing_and_broken_documents(tmp_path: Path):
+    shutil.copytree(PATCHES, tmp_path / "p")
+    (tmp_path / "p" / "tmpfs.json").unlink()
+    with pytest.raises(PolicyError, match="missing"):
+        load_policy(tmp_path / "p")
+    (tmp_path / "p" / "tmpfs.json").write_text("{")
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy(tmp_path / "p")
+    with pytest.raises(PolicyError, match="not a directory"):
+        load_policy(tmp_path / "nope")
+
+
+def test_options_validated_when_built():
+    policy = load_policy()
+    with pytest.raises(OptionsError):
+        Options(policy=policy, container_id="x", cgroup="v3")  # type: ignore[arg-type]
+    with pytest.raises(OptionsError):
+        Options(policy=policy, container_id="x", copy_up="rsync")  # type: ignore[arg-type]
+    with pytest.raises(OptionsError):
+        Options(policy=policy, container_id="x", capabilities=("CAP_SYS_ADMIN",))
+    with pytest.raises(Exception):
+        Options(policy=policy, container_id="x").cgroup = "v2"  # frozen
+
+
+def test_normalise_capability():
+    assert normalise_capability(" chown ") == "CAP_CHOWN"
+    assert normalise_capability("CAP_KILL") == "CAP_KILL"
