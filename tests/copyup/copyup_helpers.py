@@ -282,10 +282,18 @@ class Container:
         self.result: subprocess.CompletedProcess | None = None
 
     def start(self) -> subprocess.CompletedProcess:
-        self.result = subprocess.run(
-            [RUNC, "run", "-d", "--bundle", str(self.bundle), self.id],
-            capture_output=True, timeout=90, stdin=subprocess.DEVNULL,
-        )
+        # Files, not pipes: the detached container inherits runc's stdout and stderr,
+        # and a pipe would never reach EOF while it runs.
+        import tempfile
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(
+                [RUNC, "run", "-d", "--bundle", str(self.bundle), self.id],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=90,
+            )
+            out.seek(0)
+            err.seek(0)
+            self.result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
         return self.result
 
     def pid(self) -> int:
