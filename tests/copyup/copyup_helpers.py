@@ -18,11 +18,12 @@ from support import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "transformer" / "copyup" / "main.py"
+HOOK = REPO / "transformer" / "copyup" / "hook.py"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
 # The invocation the hooks of these tests register: the interpreter itself, isolated
-# and without site (what docs/copyup.md recommends for speed), running main.py.
-HOOK_ARGV = [sys.executable, "-I", "-S", str(MAIN)]
+# and without site (what docs/copyup.md recommends for speed), running hook.py.
+HOOK_ARGV = [sys.executable, "-I", "-S", str(HOOK)]
 
 FIXED_NS = 1_577_934_245_123_456_789  # 2020-01-02 03:04:05.123456789 UTC
 OLD_ATIME_NS = 1_500_000_000_987_654_321

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from copyup_helpers import MAIN, REPO, run_helper, state_json, write_config
+from copyup_helpers import HOOK, MAIN, REPO, run_helper, state_json, write_config
 from transformer.copyup import main as main_mod
 from transformer.copyup.bundle import DEFAULT_DESTINATIONS, check_destination, default_destinations
 from transformer.copyup.jsonfast import loads
@@ -231,7 +231,7 @@ import sys
 sys.path.insert(0, {repo!r})
 before = set(sys.modules)
 import transformer.copyup.main, transformer.copyup.copyup, transformer.copyup.engine
-import transformer.copyup.target, transformer.copyup.hooksconfig, transformer.copyup.state
+import transformer.copyup.target, transformer.copyup.hooksconfig, transformer.copyup.source, transformer.copyup.state
 import transformer.copyup.target as t
 t.fs_magic(0)  # the lazily imported ctypes too
 new = sorted(set(sys.modules) - before)
@@ -270,9 +270,11 @@ def test_nothing_to_copy_imports_stay_small(tmp_path):
     assert rc == "0"
     loaded = set(modules.split())
     assert "transformer.copyup.state" in loaded
-    assert not loaded & {"json.decoder", "re", "enum", "ctypes", "argparse", "dataclasses", "typing"}, loaded
+    heavy = {"json.decoder", "re", "enum", "ctypes", "argparse", "dataclasses", "typing", "transformer.copyup.target"}
+    assert not loaded & heavy, loaded & heavy
 
 
-def test_main_py_runs_as_a_file_without_site():
-    proc = subprocess.run([sys.executable, "-I", "-S", str(MAIN), "--version"], capture_output=True, cwd="/")
+@pytest.mark.parametrize("script", [MAIN, HOOK])
+def test_runs_as_a_file_without_site(script):
+    proc = subprocess.run([sys.executable, "-I", "-S", str(script), "--version"], capture_output=True, cwd="/")
     assert proc.returncode == 0 and proc.stdout.startswith(b"oci-systemd-copyup ")

@@ -27,7 +27,7 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     if not dests:
         return []
 
-    from transformer.copyup.target import is_empty_dir, open_source
+    from transformer.copyup.source import is_empty_dir, open_source
 
     rootfs_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     sources: list[tuple[str, int]] = []
