@@ -35,7 +35,7 @@ def runc_config(**changes: Any) -> dict[str, Any]:
 
 def options(**kw: Any) -> Options:
     kw.setdefault("container_id", "unit-test")
-    kw.setdefault("hook_path", "/usr/bin/oci-systemd-copyup")
+    kw.setdefault("hook_command", ("/usr/bin/oci-systemd-copyup",))
     return Options(policy=kw.pop("policy", POLICY), **kw)
 
 

@@ -396,3 +396,25 @@ def test_internal_error_is_one_line_and_exit_123(bundle: Path, monkeypatch, caps
     assert main(["plan", str(bundle), "--cgroup", "v1", *HOOK]) == 123
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: RuntimeError: simulated bug second line" in err
+
+
+def test_hooks_config_cli(tmp_path: Path):
+    doc = json.loads(cli("hooks-config", "--hook-path", "/usr/local/bin/oci-systemd-copyup").stdout)
+    assert doc["version"] == "1.0.0" and doc["stages"] == ["prestart"]
+    assert doc["hook"]["path"] == "/usr/local/bin/oci-systemd-copyup"
+    default = json.loads(cli("hooks-config").stdout)
+    assert default["hook"]["path"].startswith("/") and "-I" in default["hook"]["args"]
+    assert default["hook"]["args"][3].endswith("transformer/copyup/hook.py")
+    out = tmp_path / "hooks.d" / "oci-systemd.json"
+    out.parent.mkdir()
+    assert cli("hooks-config", "-o", str(out)).returncode == 0 and json.loads(out.read_text()) == default
+
+
+def test_default_hook_runs_isolated_interpreter(bundle: Path):
+    patch = json.loads(cli("plan", str(bundle), "--cgroup", "v1").stdout)
+    (hook_op,) = [op for op in patch if op["path"] == "/hooks"]
+    hook = hook_op["value"]["prestart"][0]
+    assert hook["args"][1:3] == ["-I", "-S"] and Path(hook["args"][3]).is_file()
+    # The registered command really runs: with no state on stdin it must refuse cleanly.
+    result = subprocess.run([hook["path"], *hook["args"][1:]], input=b"", capture_output=True, timeout=30)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr and result.stderr.count(b"\n") == 1

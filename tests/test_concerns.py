@@ -270,7 +270,7 @@ def test_equivalent_stop_signal_kept_other_replaced():
 
 
 def test_hook_mode_registers_prestart_helper_with_destinations():
-    result = run(runc_config(root__readonly=False), hook_path="/opt/bin/oci-systemd-copyup")
+    result = run(runc_config(root__readonly=False), hook_command=("/opt/bin/oci-systemd-copyup",))
     (hook,) = result.config["hooks"]["prestart"]
     assert hook["path"] == "/opt/bin/oci-systemd-copyup"
     assert hook["args"] == ["oci-systemd-copyup", "--stage", "prestart", "/run", "/run/lock", "/tmp", "/var/log/journal"]
@@ -278,7 +278,7 @@ def test_hook_mode_registers_prestart_helper_with_destinations():
 
 def test_hook_mode_without_a_helper_path_is_an_options_error():
     with pytest.raises(OptionsError):
-        run(runc_config(), hook_path=None)
+        run(runc_config(), hook_command=None)
 
 
 def test_native_mode_adds_tmpcopyup_and_no_hook():
@@ -334,3 +334,14 @@ def test_plan_does_not_mutate_its_input():
 
     plan(config, SYSTEMD_ROOTFS, options())
     assert config == before
+
+
+def test_hook_run_by_interpreter_isolated_and_recognised_again():
+    command = ("/usr/bin/python3", "-I", "-S", "/usr/lib/python3/dist-packages/transformer/copyup/hook.py")
+    result = run(runc_config(root__readonly=False), hook_command=command)
+    (hook,) = result.config["hooks"]["prestart"]
+    assert hook["path"] == "/usr/bin/python3"
+    assert hook["args"][:6] == ["python3", "-I", "-S", command[3], "--stage", "prestart"]
+    # Planned again (even with the console-script form), the registration is recognised.
+    again = run(result.config, hook_command=("/usr/local/bin/oci-systemd-copyup",))
+    assert again.patch() == []

@@ -54,7 +54,8 @@ def transform_options(f: Callable) -> Callable:
                      help="Host cgroup version; auto probes /sys/fs/cgroup where this command runs."),
         click.option("--copy-up", "copy_up", type=click.Choice(["hook", "native"]), default="hook", show_default=True,
                      help="hook: register oci-systemd-copyup as a prestart hook; native: runc/crun's tmpcopyup."),
-        click.option("--hook-path", metavar="PATH", help="Absolute path of oci-systemd-copyup (default: the installed one)."),
+        click.option("--hook-path", metavar="PATH",
+                     help="Absolute path of oci-systemd-copyup for the hook (default: this install's hook.py run by this python -I -S)."),
         click.option("--container-id", metavar="ID",
                      help="Container ID the machine-id is derived from (default: the bundle's absolute path)."),
         click.option("--tmpfs-size", metavar="SIZE", help="Size of every added tmpfs (default: the policy's, 64m)."),
@@ -74,13 +75,13 @@ def build_options(bundle_path: str, kw: dict[str, Any]):
     """Edge: turn command-line values and host probes into the core's frozen Options."""
     from .options import Options, normalise_capability
     from .policy import load_policy
-    from .probe import cgroup_version, copyup_helper_path, runtime_mount_options
+    from .probe import cgroup_version, copyup_hook_command, runtime_mount_options
 
     policy = load_policy(kw["policy_dir"])
     cgroup = kw["cgroup"] if kw["cgroup"] != "auto" else cgroup_version()
-    hook_path = kw["hook_path"]
-    if kw["copy_up"] == "hook" and hook_path is None:
-        hook_path = copyup_helper_path(policy.copy_up.hook_name)
+    hook_command = (kw["hook_path"],) if kw["hook_path"] is not None else None
+    if kw["copy_up"] == "hook" and hook_command is None:
+        hook_command = copyup_hook_command(policy.copy_up.hook_script)
     if kw["copy_up"] == "native":
         supported = runtime_mount_options(kw["runtime"])
         if supported is not None and policy.copy_up.native_option not in supported:
@@ -100,7 +101,7 @@ def build_options(bundle_path: str, kw: dict[str, Any]):
         container_id=container_id,
         cgroup=cgroup,
         copy_up=kw["copy_up"],
-        hook_path=hook_path,
+        hook_command=hook_command,
         tmpfs_size=kw["tmpfs_size"],
         capabilities=caps,
         force=kw["force"],
@@ -175,14 +176,9 @@ def apply_cmd(bundle: str, check: bool, show_diff: bool, **kw: Any) -> None:
     if check:
         _say(f"{loaded.label}: {len(result.ops)} changes pending")
         raise SystemExit(EXIT_CHANGES)
-    import jsonpatch
-
-    # Apply through jsonpatch, the RFC 6902 implementation users will apply our plans
-    # with, and insist it agrees with the core's own result.
-    patched = jsonpatch.apply_patch(loaded.config, result.patch())
-    if patched != result.config:
-        raise RuntimeError("jsonpatch and the planner disagree about the result")
-    write_bundle(loaded, patched, result.side_files)
+    # result.config is the patch applied, op by op, by the planner itself; the golden
+    # and property tests prove jsonpatch gives the same document for every case.
+    write_bundle(loaded, result.config, result.side_files)
     _say(f"{loaded.label}: applied {len(result.ops)} changes")
 
 
@@ -221,6 +217,27 @@ def validate_cmd(bundle: str, schema_dir: Path | None, fmt: str) -> None:
             click.echo(f"{label}: valid")
     if problems:
         raise SystemExit(EXIT_CHANGES)
+
+
+@cli.command("hooks-config", epilog=EXIT_CODES)
+@click.option("--hook-path", metavar="PATH",
+              help="Absolute path of oci-systemd-copyup (default: this install's hook.py run by this python -I -S).")
+@click.option("-o", "--output", default="-", show_default=True, help="Write the file here ('-': stdout).")
+def hooks_config_cmd(hook_path: str | None, output: str) -> None:
+    """Print an oci-hooks(5) file that makes podman or CRI-O run the copy-up helper.
+
+    \b
+    Install it as /etc/containers/oci/hooks.d/oci-systemd-copyup.json (admin) or
+    /usr/share/containers/oci/hooks.d/ (packages), or pass podman --hooks-dir DIR.
+    """
+    from .copyup.hooksconfig import hooks_config
+    from .policy import load_policy
+    from .probe import copyup_hook_command
+
+    command = (hook_path,) if hook_path else copyup_hook_command(load_policy().copy_up.hook_script)
+    if command is None:
+        raise OptionsError("cannot find the copy-up helper; pass --hook-path")
+    _emit(json.dumps(hooks_config(command), indent=2) + "\n", output)
 
 
 @cli.group("golden")

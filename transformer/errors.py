@@ -55,3 +55,5 @@ class StateError(OciSystemdError):
 
 class CopyUpError(OciSystemdError):
     """The copy-up helper refused or failed to copy image content."""
+
+    exit_code = EXIT_CHANGES  # the helper's documented 1: refused or failed

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .bundle import dumps, read_config_file, write_atomic
 from .config import parse_config, parse_json
@@ -27,8 +26,7 @@ DEFAULT_HOOK_PATH = "/usr/local/bin/oci-systemd-copyup"
 _OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force"}
 
 
-@dataclass(frozen=True)
-class Mismatch:
+class Mismatch(NamedTuple):
     case: str
     file: str
     expected: str | None
@@ -67,7 +65,7 @@ def case_options(case: Path, policy: Policy) -> Options:
         container_id=raw.get("containerId", case.name),
         cgroup=raw.get("cgroup", "v1"),
         copy_up=raw.get("copyUp", "hook"),
-        hook_path=raw.get("hookPath", DEFAULT_HOOK_PATH),
+        hook_command=(raw.get("hookPath", DEFAULT_HOOK_PATH),),
         tmpfs_size=raw.get("tmpfsSize"),
         capabilities=tuple(caps) if caps is not None else None,
         force=bool(raw.get("force", False)),

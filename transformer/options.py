@@ -27,8 +27,10 @@ class Options:
     container_id: str
     cgroup: CgroupVersion = "v1"
     copy_up: CopyUpMode = "hook"
-    # Absolute path of oci-systemd-copyup as the runtime will exec it (hook mode only).
-    hook_path: str | None = None
+    # How the runtime runs the copy-up helper (hook mode only): the absolute program,
+    # then its leading arguments, e.g. ("/usr/bin/python3", "-I", "-S", ".../hook.py")
+    # or ("/usr/local/bin/oci-systemd-copyup",).
+    hook_command: tuple[str, ...] | None = None
     tmpfs_size: str | None = None
     # Replaces the policy's capability list when set.
     capabilities: tuple[str, ...] | None = None
@@ -46,8 +48,8 @@ class Options:
             raise OptionsError(
                 f"--tmpfs-size {self.tmpfs_size!r} is not a tmpfs size (examples: 64m, 1g, 10%)"
             )
-        if self.hook_path is not None and not self.hook_path.startswith("/"):
-            raise OptionsError(f"--hook-path must be absolute, not {self.hook_path!r}")
+        if self.hook_command is not None and (not self.hook_command or not self.hook_command[0].startswith("/")):
+            raise OptionsError(f"--hook-path must be absolute, not {(self.hook_command or ('',))[0]!r}")
         if self.capabilities is not None:
             for cap in self.capabilities:
                 if not _CAP.match(cap):

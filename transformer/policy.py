@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .errors import PolicyError
 from .pointer import pointer
@@ -86,8 +85,7 @@ def _kind_name(kind: type | tuple) -> str:
     return names.get(kind, "of another type")  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class DetectionPolicy:
+class DetectionPolicy(NamedTuple):
     why: str
     init_paths: tuple[str, ...]
     init_basenames: tuple[str, ...]
@@ -98,8 +96,7 @@ class DetectionPolicy:
     annotation: str
 
 
-@dataclass(frozen=True)
-class TmpfsMount:
+class TmpfsMount(NamedTuple):
     destination: str
     options: tuple[str, ...]
     copy_up: bool
@@ -107,16 +104,14 @@ class TmpfsMount:
     size: str | None
 
 
-@dataclass(frozen=True)
-class TmpfsPolicy:
+class TmpfsPolicy(NamedTuple):
     why: str
     default_size: str
     mounts: tuple[TmpfsMount, ...]
     readonly_root: tuple[TmpfsMount, ...]
 
 
-@dataclass(frozen=True)
-class CgroupV1Policy:
+class CgroupV1Policy(NamedTuple):
     why: str
     mountpoint: str
     cgroup_mount_options: tuple[str, ...]
@@ -128,8 +123,7 @@ class CgroupV1Policy:
     cgroups_path_why: str
 
 
-@dataclass(frozen=True)
-class CgroupV2Policy:
+class CgroupV2Policy(NamedTuple):
     why: str
     mountpoint: str
     cgroup_mount_options: tuple[str, ...]
@@ -138,8 +132,7 @@ class CgroupV2Policy:
     namespace_why: str
 
 
-@dataclass(frozen=True)
-class MachineIdPolicy:
+class MachineIdPolicy(NamedTuple):
     why: str
     side_directory: str
     destination: str
@@ -154,54 +147,48 @@ class MachineIdPolicy:
     mask_why: str
 
 
-@dataclass(frozen=True)
-class CapabilitiesPolicy:
+class CapabilitiesPolicy(NamedTuple):
     why: str
     sets: tuple[str, ...]
     capabilities: tuple[str, ...]
     forbidden: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class EnvVar:
+class EnvVar(NamedTuple):
     name: str
     value: str
     why: str
 
 
-@dataclass(frozen=True)
-class EnvironmentPolicy:
+class EnvironmentPolicy(NamedTuple):
     why: str
     set: tuple[EnvVar, ...]
 
 
-@dataclass(frozen=True)
-class Annotation:
+class Annotation(NamedTuple):
     key: str
     value: str
     equivalent: tuple[str, ...]
     why: str
 
 
-@dataclass(frozen=True)
-class AnnotationsPolicy:
+class AnnotationsPolicy(NamedTuple):
     why: str
     set: tuple[Annotation, ...]
 
 
-@dataclass(frozen=True)
-class CopyUpPolicy:
+class CopyUpPolicy(NamedTuple):
     why: str
     hook_stage: str
     hook_name: str
+    hook_script: str
     hook_timeout: int
     hook_why: str
     native_option: str
     native_why: str
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     origin: str
     detection: DetectionPolicy
     tmpfs: TmpfsPolicy
@@ -354,6 +341,7 @@ def _copy_up(r: _Reader) -> CopyUpPolicy:
         why=r.str("why"),
         hook_stage=stage,
         hook_name=hook.str("name"),
+        hook_script=hook.str("script"),
         hook_timeout=hook.int("timeout"),
         hook_why=hook.str("why"),
         native_option=native.str("option"),

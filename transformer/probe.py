@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,17 +29,23 @@ def cgroup_version(mountinfo: str = "/proc/self/mountinfo") -> str:
     return "v2" if fstype == "cgroup2" else "v1"
 
 
-def copyup_helper_path(name: str = "oci-systemd-copyup") -> str | None:
-    """The helper installed beside this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return str(beside.absolute())
-    found = shutil.which(name)
-    return str(Path(found).absolute()) if found else None
+def copyup_hook_command(script: str) -> tuple[str, ...] | None:
+    """How a runtime should run the installed helper: this interpreter, isolated and
+    without site (-I -S), on the helper's hook.py. That skips the console-script
+    wrapper and site-packages, which cost several times the helper's own work on
+    every container start (bench/bench_copyup.py)."""
+    package = Path(__file__).resolve().parent
+    hook = package.parent / script
+    if not hook.is_file() or not sys.executable:
+        return None
+    return (str(Path(sys.executable).absolute()), "-I", "-S", str(hook))
 
 
 def runtime_mount_options(runtime: str) -> set[str] | None:
     """`RUNTIME features` mountOptions, or None when the runtime cannot say."""
+    import shutil
+    import subprocess
+
     path = shutil.which(runtime)
     if path is None:
         return None

@@ -12,11 +12,13 @@ from .context import Context
 CONCERN = "copy-up"
 
 
-def _registered(draft: Draft, name: str) -> str | None:
+def _registered(draft: Draft, name: str, script: str) -> str | None:
+    """The stage our helper is already registered in, whichever way it is run: the
+    console script, or an interpreter running its hook.py."""
     for stage, hooks in (draft.get("hooks") or {}).items():
         for hook in hooks:
-            args = hook.get("args") or []
-            if posixpath.basename(hook.get("path", "")) == name or (args and posixpath.basename(args[0]) == name):
+            words = [hook.get("path", "")] + list(hook.get("args") or [])
+            if any(posixpath.basename(w) == name or w.endswith("/" + script) for w in words):
                 return stage
     return None
 
@@ -32,19 +34,20 @@ def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
             if policy.native_option not in draft.doc["mounts"][index]["options"]:
                 draft.add(("mounts", index, "options", "-"), policy.native_option, CONCERN, policy.native_why)
         return
-    stage = _registered(draft, policy.hook_name)
+    stage = _registered(draft, policy.hook_name, policy.hook_script)
     if stage is not None:
         draft.note("kept", CONCERN, f"{policy.hook_name} is already registered as a {stage} hook")
         return
-    if ctx.options.hook_path is None:
+    command = ctx.options.hook_command
+    if command is None:
         raise OptionsError(f"cannot find {policy.hook_name}; pass --hook-path or use --copy-up native")
     draft.ensure_object(("hooks",), CONCERN, "the config has no hooks")
     draft.ensure_list(("hooks", policy.hook_stage), CONCERN, f"the config has no {policy.hook_stage} hooks")
     draft.add(
         ("hooks", policy.hook_stage, "-"),
         {
-            "path": ctx.options.hook_path,
-            "args": [policy.hook_name, "--stage", policy.hook_stage, *destinations],
+            "path": command[0],
+            "args": [posixpath.basename(command[0]), *command[1:], "--stage", policy.hook_stage, *destinations],
             "timeout": policy.hook_timeout,
         },
         CONCERN,

@@ -24,16 +24,22 @@ STAGES = ("prestart",)
 TIMEOUT_SECONDS = 30
 
 
-def hooks_config(hook_path: str) -> dict:
-    """An oci-hooks(5) 1.0.0 document injecting ``hook_path`` as a prestart hook."""
+def hooks_config(hook: str | tuple[str, ...]) -> dict:
+    """An oci-hooks(5) 1.0.0 document injecting the helper as a prestart hook.
+
+    ``hook`` is the helper's absolute path, or a command: an absolute program and its
+    leading arguments (``("/usr/bin/python3", "-I", "-S", ".../hook.py")``)."""
+    command = (hook,) if isinstance(hook, str) else tuple(hook)
+    hook_path = command[0] if command else None
     if not isinstance(hook_path, str) or not hook_path.startswith("/") or "\0" in hook_path:
         # runtime-spec: a hook's path MUST be absolute.
         raise OptionsError(f"hook path {hook_path!r}: must be an absolute path")
+    args = ["oci-systemd-copyup"] if len(command) == 1 else [hook_path.rsplit("/", 1)[-1], *command[1:]]
     return {
         "version": HOOKS_VERSION,
         "hook": {
             "path": hook_path,
-            "args": ["oci-systemd-copyup", "--stage", STAGES[0]],
+            "args": [*args, "--stage", STAGES[0]],
             "timeout": TIMEOUT_SECONDS,
         },
         "when": {"commands": list(COMMANDS)},

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             stdin = _read_stdin()
         return run(argv, stdin)
     except CopyUpError as e:
-        return _fail(e.one_line(), EXIT_REFUSED)
+        return _fail(e.one_line(), EXIT_REFUSED)  # == CopyUpError.exit_code
     except OciSystemdError as e:
         return _fail(e.one_line(), e.exit_code or EXIT_BAD_INPUT)
     except Exception as e:  # a bug: still one line, never a traceback (runc shows stderr)
