@@ -412,8 +412,8 @@ def test_hooks_config_cli(tmp_path: Path):
 
 def test_default_hook_runs_isolated_interpreter(bundle: Path):
     patch = json.loads(cli("plan", str(bundle), "--cgroup", "v1").stdout)
-    (hook_op,) = [op for op in patch if op["path"] == "/hooks"]
-    hook = hook_op["value"]["prestart"][0]
+    (hook_op,) = [op for op in patch if op["path"] == "/hooks/prestart/-"]
+    hook = hook_op["value"]
     assert hook["args"][1:3] == ["-I", "-S"] and Path(hook["args"][3]).is_file()
     # The registered command really runs: with no state on stdin it must refuse cleanly.
     result = subprocess.run([hook["path"], *hook["args"][1:]], input=b"", capture_output=True, timeout=30)

@@ -11,12 +11,10 @@ import json
 import os
 import stat
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
-from .config import MAX_CONFIG_BYTES, check_config, parse_json
+from .config import MAX_CONFIG_BYTES, parse_json
 from .draft import SideFile
 from .errors import BundleError, ConfigError
 from .rootfs import EmptyRootfs, HostRootfs, RootfsView
@@ -24,8 +22,7 @@ from .rootfs import EmptyRootfs, HostRootfs, RootfsView
 CONFIG = "config.json"
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(NamedTuple):
     directory: Path | None  # None: config came from stdin outside any bundle
     label: str  # how messages name the config: a path, or "-"
     config: dict[str, Any]
@@ -102,13 +99,16 @@ def read_bundle(path: str) -> Bundle:
     if path == "-":
         data = _read_limited(sys.stdin.buffer, "-")
         config = parse_json(data, "-")
-        check_config(config, "-")
+        if not isinstance(config, dict):
+            raise ConfigError("must be an object", file="-", pointer="/")
         return Bundle(None, "-", config, _rootfs(Path.cwd(), config, "-", required=False))
     directory = _bundle_directory(path)
     config_path = directory / CONFIG
     data, mode = read_config_file(config_path)
+    # No check_config here: plan() checks the shape, and the CLI names the file.
     config = parse_json(data, str(config_path))
-    check_config(config, str(config_path))
+    if not isinstance(config, dict):
+        raise ConfigError("must be an object", file=str(config_path), pointer="/")
     return Bundle(directory, str(config_path), config, _rootfs(directory, config, str(config_path), True), mode)
 
 
@@ -119,6 +119,8 @@ def dumps(config: dict[str, Any]) -> bytes:
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Temporary file in the same directory, fsync, rename, fsync the directory: a
     crash leaves the complete old file or the complete new one."""
+    import tempfile  # only writers pay for it
+
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".oci-systemd-tmp")
     try:

@@ -62,7 +62,7 @@ def parse_config(data: bytes, file: str) -> dict[str, Any]:
 
 
 class _Check:
-    def __init__(self, file: str):
+    def __init__(self, file: str | None):
         self.file = file
 
     def fail(self, tokens: tuple, message: str) -> None:
@@ -91,7 +91,7 @@ def _json_type(value: Any) -> str:
     )
 
 
-def check_config(config: Any, file: str) -> None:
+def check_config(config: Any, file: str | None) -> None:
     c = _Check(file)
     c.kind(config, (), dict, "an object")
     if "ociVersion" not in config:

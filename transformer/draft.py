@@ -8,42 +8,46 @@ their own `add` op, because RFC 6902 `add` fails when the parent does not exist.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .pointer import pointer
 
 NoteKind = Literal["kept", "info", "warning"]
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
     op: Literal["add", "replace"]
-    path: str
+    tokens: tuple  # the op's path as tokens ('-' for an append)
     value: Any
     concern: str
     why: str
-    # The concrete pointer after the op ('-' replaced by the index), for the review.
-    at: str
+    # Where the value sits in the *final* config ('-' resolved, later inserts counted).
+    at_tokens: tuple
     # True for an op that only creates a missing parent (an empty object or list).
     structural: bool = False
 
+    # Pointers are built only when asked for: `apply` never needs them.
+    @property
+    def path(self) -> str:
+        return pointer(self.tokens)
+
+    @property
+    def at(self) -> str:
+        return pointer(self.at_tokens)
+
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "path": self.path, "value": copy.deepcopy(self.value)}
+        # Op values are never mutated after creation, so they are shared, not copied.
+        return {"op": self.op, "path": self.path, "value": self.value}
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     kind: NoteKind
     concern: str
     message: str
     pointer: str | None = None
 
 
-@dataclass(frozen=True)
-class SideFile:
+class SideFile(NamedTuple):
     """A file the bundle needs next to config.json (path relative to the bundle)."""
 
     path: str
@@ -51,34 +55,43 @@ class SideFile:
     mode: int = 0o444
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     systemd: bool
     ops: tuple[Op, ...]
     side_files: tuple[SideFile, ...]
     notes: tuple[Note, ...]
     facts: tuple[tuple[str, str], ...]
-    config: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    config: dict[str, Any]
 
     def patch(self) -> list[dict[str, Any]]:
         return [op.to_json() for op in self.ops]
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value; several times faster than copy.deepcopy, which
+    keeps a memo for cycles and shared references that JSON cannot have."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
 class Draft:
     def __init__(self, config: dict[str, Any]):
-        self.doc = copy.deepcopy(config)
+        self.doc = copy_json(config)
         self._ops: list[tuple[Op, list]] = []
         self._notes: list[tuple[Note, list | None]] = []
 
     @property
     def ops(self) -> tuple[Op, ...]:
         """The ops, each with `at` naming where its value sits in the final config."""
-        return tuple(dataclasses.replace(op, at=pointer(at)) for op, at in self._ops)
+        return tuple(op._replace(at_tokens=tuple(at)) for op, at in self._ops)
 
     @property
     def notes(self) -> tuple[Note, ...]:
         return tuple(
-            note if at is None else dataclasses.replace(note, pointer=pointer(at)) for note, at in self._notes
+            note if at is None else note._replace(pointer=pointer(at)) for note, at in self._notes
         )
 
     def _shift(self, list_tokens: tuple, index: int) -> None:
@@ -108,22 +121,23 @@ class Draft:
 
     def add(self, tokens: tuple, value: Any, concern: str, why: str, structural: bool = False) -> None:
         parent, key = self._parent(tokens), tokens[-1]
-        value = copy.deepcopy(value)
+        value = copy_json(value)
         if isinstance(parent, list):
             index = len(parent) if key == "-" or key == len(parent) else key
-            self._shift(tokens[:-1], index)
-            parent.insert(index, copy.deepcopy(value))
-            path = pointer(tokens[:-1] + ("-" if index == len(parent) - 1 else index,))
+            if index < len(parent):  # an append moves nothing
+                self._shift(tokens[:-1], index)
+            parent.insert(index, copy_json(value))
+            path = tokens[:-1] + ("-" if index == len(parent) - 1 else index,)
             at = list(tokens[:-1]) + [index]
         else:
-            parent[key] = copy.deepcopy(value)
-            path, at = pointer(tokens), list(tokens)
-        self._ops.append((Op("add", path, value, concern, why, path, structural), at))
+            parent[key] = copy_json(value)
+            path, at = tokens, list(tokens)
+        self._ops.append((Op("add", path, value, concern, why, (), structural), at))
 
     def replace(self, tokens: tuple, value: Any, concern: str, why: str) -> None:
         parent, key = self._parent(tokens), tokens[-1]
-        parent[key] = copy.deepcopy(value)
-        self._ops.append((Op("replace", pointer(tokens), copy.deepcopy(value), concern, why, pointer(tokens)), list(tokens)))
+        parent[key] = copy_json(value)
+        self._ops.append((Op("replace", tuple(tokens), copy_json(value), concern, why, ()), list(tokens)))
 
     def ensure_object(self, tokens: tuple, concern: str, why: str) -> None:
         """Create each missing object along tokens with its own add op."""

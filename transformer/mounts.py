@@ -8,9 +8,11 @@ its destination. A new tmpfs on /run must therefore come *before* podman's bind 
 from __future__ import annotations
 
 import posixpath
+from functools import lru_cache
 from typing import Any, Callable
 
 
+@lru_cache(maxsize=4096)  # a plan normalises the same few destinations hundreds of times
 def normalise(path: str) -> str:
     # lstrip first: posixpath.normpath keeps a leading '//' (POSIX allows it to differ).
     return posixpath.normpath("/" + path.lstrip("/"))

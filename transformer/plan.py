@@ -29,7 +29,7 @@ def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
 
 
 def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
-    check_config(config, "config.json")
+    check_config(config, None)  # the caller names the file in the error
     detection = detect(config, rootfs, options.policy.detection, options.force)
     facts: list[tuple[str, str]] = [("systemd", ("yes: " if detection.systemd else "no: ") + detection.reason)]
     if not detection.systemd:

@@ -13,9 +13,8 @@ import errno
 import os
 import stat
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .errors import BundleError
 
@@ -29,8 +28,7 @@ class ResolveError(Exception):
     """A path cannot be resolved inside the rootfs (a symlink loop or chain too long)."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     kind: Kind
     target: str | None = None  # the link text, for symlinks
 
@@ -39,13 +37,30 @@ class RootfsView:
     """Answers questions about paths inside the rootfs. Subclasses implement _entry."""
 
     label = "rootfs"
+    _resolved: dict[tuple[str, bool], str | ResolveError]
 
     def _entry(self, components: tuple[str, ...]) -> Entry:
         """The entry at components, whose parents are real directories (never links)."""
         raise NotImplementedError
 
     def resolve(self, path: str, *, follow_final: bool = True) -> str:
-        """The absolute path inside the rootfs that path designates, links resolved."""
+        """The absolute path inside the rootfs that path designates, links resolved.
+
+        Memoised: a plan asks about the same few destinations for every mount, and
+        the image does not change under one planning run."""
+        memo = self.__dict__.setdefault("_resolved", {})
+        key = (path, follow_final)
+        if key not in memo:
+            try:
+                memo[key] = self._resolve(path, follow_final)
+            except ResolveError as exc:
+                memo[key] = exc
+        found = memo[key]
+        if isinstance(found, ResolveError):
+            raise found
+        return found
+
+    def _resolve(self, path: str, follow_final: bool) -> str:
         pending = deque(c for c in path.split("/") if c)
         resolved: list[str] = []
         links = 0
@@ -153,43 +168,66 @@ _O_PATH = getattr(os, "O_PATH", 0)
 
 
 class HostRootfs(RootfsView):
-    """The real tree. Every look-up walks from an fd of the rootfs with O_NOFOLLOW, so a
-    link swapped in under us is never followed to the host."""
+    """The real tree. Every look-up is relative to an fd of its parent directory, opened
+    from the rootfs fd down with O_NOFOLLOW, so a link swapped in under us is never
+    followed to the host. Directory fds and answers are cached for the view's life
+    (one planning run): the image does not change under it, and a plan asks about the
+    same few paths for every mount."""
 
     def __init__(self, root: Path):
         self.root = root
         self.label = str(root)
+        self._fds: dict[tuple[str, ...], int | None] = {}
+        self._entries: dict[tuple[str, ...], Entry] = {}
         try:
-            fd = os.open(root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._fds[()] = os.open(root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise BundleError(f"rootfs is not a readable directory ({exc.strerror})", file=str(root)) from None
-        os.close(fd)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            if fd is not None:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _dir_fd(self, components: tuple[str, ...]) -> int | None:
+        if components in self._fds:
+            return self._fds[components]
+        parent = self._dir_fd(components[:-1])
+        fd = None
+        if parent is not None:
+            try:
+                fd = os.open(components[-1], _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENAMETOOLONG):
+                    raise
+        self._fds[components] = fd
+        return fd
 
     def _entry(self, components: tuple[str, ...]) -> Entry:
-        fd = os.open(self.root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        found = self._entries.get(components)
+        if found is None:
+            found = self._entries[components] = self._lookup(components)
+        return found
+
+    def _lookup(self, components: tuple[str, ...]) -> Entry:
+        parent = self._dir_fd(components[:-1])
+        if parent is None:
+            return Entry("missing")
+        name = components[-1]
         try:
-            for name in components[:-1]:
-                try:
-                    nfd = os.open(name, _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-                        return Entry("missing")
-                    raise
-                os.close(fd)
-                fd = nfd
-            name = components[-1]
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ENAMETOOLONG):
-                    return Entry("missing")
-                raise
-            if stat.S_ISLNK(st.st_mode):
-                return Entry("symlink", os.readlink(name, dir_fd=fd))
-            if stat.S_ISDIR(st.st_mode):
-                return Entry("dir")
-            if stat.S_ISREG(st.st_mode):
-                return Entry("file")
-            return Entry("other")
-        finally:
-            os.close(fd)
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ENAMETOOLONG):
+                return Entry("missing")
+            raise
+        if stat.S_ISLNK(st.st_mode):
+            return Entry("symlink", os.readlink(name, dir_fd=parent))
+        if stat.S_ISDIR(st.st_mode):
+            return Entry("dir")
+        if stat.S_ISREG(st.st_mode):
+            return Entry("file")
+        return Entry("other")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import SchemaError
 from .pointer import pointer
@@ -26,8 +25,7 @@ _SPEC_SECTION = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     pointer: str
     message: str
     spec: str

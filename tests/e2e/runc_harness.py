@@ -27,11 +27,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 RUNC = os.environ.get("OCI_SYSTEMD_RUNC", "runc")
+MONITOR = Path(__file__).resolve().with_name("runc_monitor.py")
 
 # Shell run by `unshare -m` for cgroup v2 mode; "$@" is the runc command line.
 _V2_SCRIPT = (
@@ -84,16 +87,21 @@ class RuncError(RuntimeError):
 class RuncContainer:
     def __init__(self, bundle: str | os.PathLike, *, cgroup_v2: bool = False,
                  container_id: str | None = None, runc: str = RUNC,
-                 cwd: str | os.PathLike = "/") -> None:
+                 cwd: str | os.PathLike = "/", monitor: bool = False) -> None:
         self.bundle = Path(bundle).resolve()
         self.cgroup_v2 = cgroup_v2
         self.id = container_id or new_container_id()
         self.runc = runc
         self.cwd = str(cwd)  # runc resolves relative bind sources against the bundle, not cwd
+        # monitor=True: start through runc_monitor.py, which records PID 1's exit status
+        # (see exit_status()); runc run -d alone loses it to the host's reaper.
+        self.monitor = monitor
         self.started = False
         self.boot_seconds: float | None = None  # start() -> first non-"starting" answer
         self.stop_seconds: float | None = None
         self._t_start: float | None = None
+        self._monitor: subprocess.Popen | None = None
+        self._monitor_dir: str | None = None
 
     # ---- plumbing -------------------------------------------------------------------
     def _argv(self, *args: str, cgroup_view: bool = True) -> list[str]:
@@ -113,9 +121,57 @@ class RuncContainer:
 
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float = 60) -> None:
+        if self.monitor:
+            return self._start_monitored(timeout)
         self._t_start = time.monotonic()
         self.started = True  # set before: a half-created container must still be deleted
         self._run("run", "-d", "--bundle", str(self.bundle), self.id, timeout=timeout)
+
+    def _start_monitored(self, timeout: float) -> None:
+        self._monitor_dir = tempfile.mkdtemp(prefix=f"{self.id}-monitor-")
+        status = os.path.join(self._monitor_dir, "status.json")
+        pid_file = os.path.join(self._monitor_dir, "pid")
+        argv = self._argv("run", "-d", "--pid-file", pid_file, "--bundle", str(self.bundle), self.id)
+        self._t_start = time.monotonic()
+        self.started = True
+        self._monitor = subprocess.Popen(
+            [sys.executable, "-I", str(MONITOR), status, pid_file, "--", *argv],
+            cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        try:
+            # the monitor closes stdout right after runc returns, so this read ends then
+            line = _read_line(self._monitor, timeout)
+        except subprocess.TimeoutExpired:
+            raise RuncError(f"runc run -d {self.id}: no answer within {timeout}s") from None
+        if not line:
+            raise RuncError(f"runc run -d {self.id}: the monitor died (rc={self._monitor.poll()})")
+        answer = json.loads(line)
+        if answer["rc"] != 0:
+            raise RuncError(f"runc run -d {self.id} -> rc={answer['rc']}\n{answer['output']}")
+
+    def exit_status(self, timeout: float = 10) -> int | None:
+        """PID 1's exit code once the container has stopped (negative: killed by that
+        signal); needs monitor=True.  None if it did not exit within ``timeout``."""
+        if self._monitor is None:
+            raise RuncError("exit_status() needs RuncContainer(..., monitor=True)")
+        try:
+            self._monitor.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        path = os.path.join(self._monitor_dir, "status.json")
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except OSError:
+            raise RuncError(f"monitor of {self.id} exited rc={self._monitor.returncode} without a status") from None
+        if "exit" not in record:
+            raise RuncError(f"monitor of {self.id}: {record}")
+        return record["exit"]
+
+    def run_foreground(self, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``runc run ID`` attached (for short non-systemd commands): waits for the
+        container's process to exit and returns its output and exit code."""
+        self.started = True
+        return self._run("run", "--bundle", str(self.bundle), self.id, timeout=timeout, check=False)
 
     def state(self) -> dict | None:
         p = self._run("state", self.id, check=False, cgroup_view=False)
@@ -134,7 +190,7 @@ class RuncContainer:
     def exec(self, *cmd: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
         return self._run("exec", self.id, *cmd, timeout=timeout, check=check)
 
-    def wait_running(self, timeout: float = 60) -> str:
+    def wait_running(self, timeout: float = 60, poll: float = 0.1) -> str:
         """Poll ``systemctl is-system-running --wait`` until systemd answers; return its
         output ('running', 'degraded', ...).  Right after start the bus socket does not
         exist yet and --wait fails at once, so bus errors are retried until ``timeout``."""
@@ -157,7 +213,7 @@ class RuncContainer:
             st = self.status()
             if st != "running":
                 return f"container is {st!r} (last: {out!r})"
-            time.sleep(0.1)
+            time.sleep(poll)
 
     def failed_units(self) -> list[str]:
         p = self.exec("systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
@@ -199,8 +255,34 @@ class RuncContainer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.started:
-            try:
+        try:
+            if self.started:
                 self.delete()
-            finally:
-                self.started = False
+        finally:
+            self.started = False
+            self._reap_monitor()
+
+    def _reap_monitor(self) -> None:
+        """The monitor exits once PID 1 is gone (delete -f kills it).  If it does not, it
+        is ended by ITS pid (a process this object started), never by name."""
+        if self._monitor is not None:
+            try:
+                self._monitor.wait(15)
+            except subprocess.TimeoutExpired:
+                self._monitor.kill()
+                self._monitor.wait()
+            if self._monitor.stdout:
+                self._monitor.stdout.close()
+        if self._monitor_dir:
+            shutil.rmtree(self._monitor_dir, ignore_errors=True)
+            self._monitor_dir = None
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.stdout.readline()

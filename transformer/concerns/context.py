@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
 
 from ..mounts import normalise
 from ..options import Options
 from ..rootfs import ResolveError, RootfsView
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     options: Options
     rootfs: RootfsView
     machine_id: str

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError
 from ..policy import DetectionPolicy
@@ -16,8 +15,7 @@ _TRUE = ("true", "enabled", "yes", "1")
 _FALSE = ("false", "disabled", "no", "0")
 
 
-@dataclass(frozen=True)
-class Detection:
+class Detection(NamedTuple):
     systemd: bool
     reason: str
 

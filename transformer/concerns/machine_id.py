@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from .. import mounts
@@ -25,6 +24,8 @@ def machine_id_for(container_id: str) -> str:
         candidate = container_id[:32].lower()
         if candidate != "0" * 32:
             return candidate
+    import hashlib  # loads OpenSSL: only IDs that are not already hex pay for it
+
     digest = hashlib.sha256(b"oci-systemd machine-id\0" + container_id.encode("utf-8", "surrogateescape"))
     candidate = digest.hexdigest()[:32]
     while candidate == "0" * 32:  # astronomically unlikely, but the rule is absolute
