@@ -42,7 +42,9 @@ _V2_SCRIPT = (
     "mount -t cgroup2 none /sys/fs/cgroup; exec \"$@\""
 )
 
-_BUS_NOT_READY = ("Failed to connect to bus",)
+# systemd 247/252: "Failed to connect to bus: ..."; 257: "Failed to connect to system
+# scope bus via local transport: ..."
+_BUS_NOT_READY = ("Failed to connect to bus", "Failed to connect to system scope bus")
 
 
 def new_container_id() -> str:
@@ -125,7 +127,16 @@ class RuncContainer:
             return self._start_monitored(timeout)
         self._t_start = time.monotonic()
         self.started = True  # set before: a half-created container must still be deleted
-        self._run("run", "-d", "--bundle", str(self.bundle), self.id, timeout=timeout)
+        # runc's stdio goes to a file, not a pipe: a detached container without a terminal
+        # inherits it, and a process that keeps it open (sh -c 'sleep ...') would make
+        # reading a pipe wait for the container's end
+        with tempfile.TemporaryFile("w+") as out:
+            p = subprocess.run(self._argv("run", "-d", "--bundle", str(self.bundle), self.id),
+                               cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, timeout=timeout)
+            out.seek(0)
+            if p.returncode != 0:
+                raise RuncError(f"runc run -d {self.id} -> rc={p.returncode}\n{out.read()}")
 
     def _start_monitored(self, timeout: float) -> None:
         self._monitor_dir = tempfile.mkdtemp(prefix=f"{self.id}-monitor-")

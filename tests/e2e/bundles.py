@@ -1,0 +1,214 @@
+"""Images and bundles for the end-to-end matrix.
+
+An ``Image`` is one release's debootstrapped tree, unpacked once per session, with
+markers added to its /run and /tmp (the content a copy-up must carry into the tmpfs),
+and its manifest (tree_manifest) taken once.  It stays pristine: every bundle gets its
+own ``cp -a`` copy, and the manifest proves the copy and the tool left it alone.
+
+A bundle is made the way issue 4 says: ``runc spec``, then args, terminal and
+root.readonly set, then the project's own CLI (``python3 -m transformer apply``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import rootfs_cache
+import runc_harness
+import tree_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The image content a copy-up must carry into the container's tmpfs.  Directory, file,
+# setuid file, symlink and hardlink, with an owner that is not root, a fixed mtime with
+# nanoseconds and a user xattr.  No FIFO: runc's native tmpcopyup refuses to start with
+# one (issue 3), and the native cases use the same image.
+MARKER_DIR = "oci-systemd-e2e"
+MARKER_UID, MARKER_GID = 1234, 2345
+MARKER_MTIME_NS = 981_173_106_123_456_789  # 2001-02-03 04:05:06.123456789 UTC
+MARKER_XATTR = ("user.oci-systemd-e2e", b"marker")
+MARKED_TMPFS = ("/run", "/tmp")
+
+
+def add_markers(rootfs: Path) -> None:
+    for top in MARKED_TMPFS:
+        d = rootfs / top.lstrip("/") / MARKER_DIR
+        d.mkdir()
+        f = d / "marker"
+        f.write_text(f"content of {top} in the image\n")
+        os.chown(f, MARKER_UID, MARKER_GID)
+        os.chmod(f, 0o640)
+        os.setxattr(f, *MARKER_XATTR)
+        s = d / "setuid"
+        s.write_bytes(b"#!/bin/sh\n")
+        os.chmod(s, 0o4755)
+        os.link(f, d / "hardlink")
+        os.symlink("marker", d / "link")
+        for p in (f, s, d / "link"):
+            os.utime(p, ns=(MARKER_MTIME_NS, MARKER_MTIME_NS), follow_symlinks=False)
+        os.chown(d, MARKER_UID, MARKER_GID)
+        os.chmod(d, 0o750)
+        os.utime(d, ns=(MARKER_MTIME_NS, MARKER_MTIME_NS))
+
+
+@dataclass
+class Image:
+    release: str
+    rootfs: Path
+    manifest: dict
+
+    @classmethod
+    def unpack(cls, release: str, dest: Path) -> "Image":
+        spec = rootfs_cache.RootfsSpec(release)
+        rootfs = rootfs_cache.unpack(rootfs_cache.ensure_tarball(spec), dest)
+        add_markers(rootfs)
+        return cls(release, rootfs, tree_manifest.manifest(rootfs))
+
+    def copy_to(self, dest: Path) -> Path:
+        # cp -a keeps modes, owners, times, xattrs and hardlinks; no hardlinks INTO the image
+        subprocess.run(["cp", "-a", str(self.rootfs), str(dest)], check=True)
+        return dest
+
+
+def runc_spec(bundle: Path, args: list[str], *, readonly: bool) -> dict:
+    """Write ``runc spec``'s default config into ``bundle`` with our args; return it."""
+    subprocess.run([runc_harness.RUNC, "spec", "--bundle", str(bundle)], check=True)
+    path = bundle / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["process"]["args"] = args
+    cfg["process"]["terminal"] = False
+    cfg["root"]["readonly"] = readonly
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return cfg
+
+
+def make_bundle(image: Image, bundle: Path, args: list[str], *, readonly: bool = False) -> Path:
+    bundle.mkdir(parents=True)
+    image.copy_to(bundle / "rootfs")
+    runc_spec(bundle, args, readonly=readonly)
+    return bundle
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The project's CLI from the checkout, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    p = subprocess.run([sys.executable, "-m", "transformer", *args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"oci-systemd {' '.join(args)} -> rc={p.returncode}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def apply(bundle: Path, *, cgroup: str, copy_up: str, hook_path: Path | None = None,
+          extra: tuple[str, ...] = ()) -> dict:
+    args = ["apply", str(bundle), "--cgroup", cgroup, "--copy-up", copy_up, *extra]
+    if copy_up == "hook":
+        assert hook_path is not None, "hook mode needs an absolute hook path"
+        args += ["--hook-path", str(hook_path)]
+    cli(*args)
+    return json.loads((bundle / "config.json").read_text())
+
+
+def write_hook_wrapper(path: Path, *, measure_rss_to: Path | None = None) -> Path:
+    """An absolute executable that runs this checkout's copy-up helper.  runc runs hooks
+    with only the hook's own env (none here), so every path in it is absolute.
+    ``measure_rss_to``: also record the helper's peak RSS (KiB) in that file."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "sys.argv[0] = 'oci-systemd-copyup'; "
+            "from transformer.copyup.main import main; sys.exit(main())")
+    inner = f"exec {sys.executable} -I -c {sh_quote(code)} \"$@\""
+    if measure_rss_to is not None:
+        inner = (f"exec {sys.executable} -I -c {sh_quote(_RSS_WRAPPER)} "
+                 f"{sh_quote(str(measure_rss_to))} {sys.executable} -I -c {sh_quote(code)} \"$@\"")
+    path.write_text(f"#!/bin/sh\n# oci-systemd e2e: this checkout's copy-up helper\n{inner}\n")
+    path.chmod(0o755)
+    return path
+
+
+# Runs argv[2:] with inherited stdin (the OCI state), then writes the child's peak RSS.
+_RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def sh_quote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+# ---- reading a running container from the host -----------------------------------------
+
+def mountinfo_fstypes(mountinfo: str) -> dict[str, tuple[str, set[str]]]:
+    """mount point -> (fstype, mount options) of the LAST mount on each point."""
+    out = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        mount_point = fields[4].encode().decode("unicode_escape")
+        opts = set(fields[5].split(","))
+        out[mount_point] = (right.split()[0], opts)
+    return out
+
+
+def marker_problems(container_root: Path, top: str, image: Image, *, full_fidelity: bool) -> list[str]:
+    """Compare ``<top>/oci-systemd-e2e`` inside a running container (seen from the host
+    through /proc/<pid>/root) with the image's.  full_fidelity: the helper's promise
+    (issue 3: owner, mode with setuid, mtime in ns, xattrs, symlinks, hardlinks); else
+    runc's native tmpcopyup, which keeps content, owner, permission bits and symlinks
+    and is documented to drop mtimes, xattrs, hardlinks and setuid."""
+    problems = []
+    src_dir = image.rootfs / top.lstrip("/") / MARKER_DIR
+    dst_dir = container_root / top.lstrip("/") / MARKER_DIR
+    if not dst_dir.is_dir():
+        return [f"{top}/{MARKER_DIR} is missing in the container"]
+    for name in ("", "marker", "setuid", "link", "hardlink"):
+        s, d = (src_dir / name if name else src_dir), (dst_dir / name if name else dst_dir)
+        where = f"{top}/{MARKER_DIR}/{name}".rstrip("/")
+        try:
+            ss, ds = os.lstat(s), os.lstat(d)
+        except FileNotFoundError:
+            problems.append(f"{where} is missing")
+            continue
+        mode_mask = 0o7777 if full_fidelity else 0o777
+        checks = {
+            "type": (stat.S_IFMT(ss.st_mode), stat.S_IFMT(ds.st_mode)),
+            "mode": (oct(ss.st_mode & mode_mask), oct(ds.st_mode & mode_mask)),
+            "owner": ((ss.st_uid, ss.st_gid), (ds.st_uid, ds.st_gid)),
+        }
+        if stat.S_ISREG(ss.st_mode):
+            checks["content"] = (s.read_bytes(), d.read_bytes())
+        if stat.S_ISLNK(ss.st_mode):
+            checks["link target"] = (os.readlink(s), os.readlink(d))
+        if full_fidelity:
+            checks["mtime_ns"] = (ss.st_mtime_ns, ds.st_mtime_ns)
+            if name == "marker":
+                checks["xattr"] = (os.getxattr(s, MARKER_XATTR[0]), _getxattr(d, MARKER_XATTR[0]))
+        for what, (want, got) in checks.items():
+            if want != got:
+                problems.append(f"{where}: {what} {got!r}, image has {want!r}")
+    if full_fidelity:
+        m, h = dst_dir / "marker", dst_dir / "hardlink"
+        if m.exists() and h.exists() and os.lstat(m).st_ino != os.lstat(h).st_ino:
+            problems.append(f"{top}/{MARKER_DIR}: the hardlink pair became two files")
+    return problems
+
+
+def _getxattr(path: Path, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def remove_bundle(bundle: Path) -> None:
+    """Remove a bundle and its rootfs copy, never crossing into a mount left under it."""
+    if bundle.exists():
+        rootfs_cache.remove_rootfs(bundle)
