@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import posixpath
 from functools import lru_cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .draft import Draft
 
 
 @lru_cache(maxsize=4096)  # a plan normalises the same few destinations hundreds of times
@@ -33,6 +36,19 @@ def find(mounts: list[dict[str, Any]], destination: str, resolve: Callable[[str]
         if normalise(dest) == wanted or resolve(dest) == wanted:
             found = i
     return found
+
+
+def add_unless_mounted(
+    draft: "Draft", mount: dict[str, Any], concern: str, why: str, resolve: Callable[[str], str] = normalise
+) -> bool:
+    """Add `mount` where it belongs, unless the config already mounts something at its
+    destination (then keep the user's and say so). True when added."""
+    existing = find(draft.doc["mounts"], mount["destination"], resolve)
+    if existing is not None:
+        draft.note("kept", concern, f"{mount['destination']} is already mounted by the config", ("mounts", existing))
+        return False
+    draft.add(("mounts", insertion_index(draft.doc["mounts"], mount["destination"])), mount, concern, why)
+    return True
 
 
 def insertion_index(mounts: list[dict[str, Any]], destination: str) -> int:

@@ -19,7 +19,7 @@ from .rootfs import RootfsView
 
 def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
     env = (config.get("process") or {}).get("env") or []
-    current = machine_id.existing_container_uuid(env, options.policy.machine_id.env)
+    current = environment.env_value(env, options.policy.machine_id.env)
     if current is not None:
         from_env = machine_id.id_from_container_uuid(current)
         if from_env is not None:

@@ -97,22 +97,17 @@ def contribute_v1(draft: Draft, ctx: Context) -> None:
             pointer="/linux/cgroupsPath",
         )
 
-    existing = mounts.find(draft.doc["mounts"], policy.hierarchy)
-    if existing is not None:
-        draft.note("kept", c, f"{policy.hierarchy} is already mounted by the config", ("mounts", existing))
-    else:
-        at = mounts.insertion_index(draft.doc["mounts"], policy.hierarchy)
-        draft.add(
-            ("mounts", at),
-            {
-                "destination": policy.hierarchy,
-                "type": "bind",
-                "source": policy.hierarchy + hierarchy_path,
-                "options": list(policy.hierarchy_options),
-            },
-            c,
-            policy.hierarchy_why,
-        )
+    mounts.add_unless_mounted(
+        draft,
+        {
+            "destination": policy.hierarchy,
+            "type": "bind",
+            "source": policy.hierarchy + hierarchy_path,
+            "options": list(policy.hierarchy_options),
+        },
+        c,
+        policy.hierarchy_why,
+    )
     if draft.get("linux", "uidMappings"):
         draft.note(
             "warning",

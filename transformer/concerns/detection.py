@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..policy import DetectionPolicy
 from ..pointer import pointer
 from ..rootfs import ResolveError, RootfsView
+from .environment import env_value
 
 _TRUE = ("true", "enabled", "yes", "1")
 _FALSE = ("false", "disabled", "no", "0")
@@ -18,14 +19,6 @@ _FALSE = ("false", "disabled", "no", "0")
 class Detection(NamedTuple):
     systemd: bool
     reason: str
-
-
-def _env_value(env: list[str], name: str) -> str | None:
-    for entry in env:
-        key, sep, value = entry.partition("=")
-        if sep and key == name:
-            return value
-    return None
 
 
 def _unwrap_shell(args: list[str], shells: tuple[str, ...]) -> tuple[str | None, str]:
@@ -82,7 +75,7 @@ def detect(config: dict[str, Any], rootfs: RootfsView, policy: DetectionPolicy, 
         )
     process = config.get("process") or {}
     env = process.get("env") or []
-    value = _env_value(env, policy.opt_out_env_name)
+    value = env_value(env, policy.opt_out_env_name)
     # The whole value, case-insensitively: "not-disabled" or "disabledX" do not opt out.
     if value is not None and value.lower() == policy.opt_out_env_value.lower():
         return Detection(False, f"opted out by env {policy.opt_out_env_name}={value}")

@@ -8,12 +8,21 @@ from .context import Context
 CONCERN = "environment"
 
 
+def env_value(env: list[str], name: str) -> str | None:
+    """The value of NAME in an OCI env list (the first NAME=, as execve sees it)."""
+    for entry in env:
+        key, sep, value = entry.partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
 def contribute(draft: Draft, ctx: Context) -> None:
     for var in ctx.options.policy.environment.set:
         env = draft.get("process", "env")
-        existing = next((e for e in env or [] if e.partition("=")[0] == var.name and "=" in e), None)
+        existing = env_value(env or [], var.name)
         if existing is not None:
-            draft.note("kept", CONCERN, f"{existing} kept (the config already sets {var.name}=)")
+            draft.note("kept", CONCERN, f"{var.name}={existing} kept (the config already sets {var.name}=)")
             continue
         if env is None:
             draft.ensure_object(("process",), CONCERN, "the config has no process section")

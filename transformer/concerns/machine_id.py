@@ -7,6 +7,7 @@ import re
 from .. import mounts
 from ..draft import Draft, SideFile
 from .context import Context
+from .environment import env_value
 
 CONCERN = "machine-id"
 
@@ -42,36 +43,24 @@ def id_from_container_uuid(value: str) -> str | None:
     return None
 
 
-def existing_container_uuid(env: list[str], name: str) -> str | None:
-    for entry in env:
-        key, sep, value = entry.partition("=")
-        if sep and key == name:
-            return value
-    return None
-
-
 def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
     policy = ctx.options.policy.machine_id
     side: list[SideFile] = []
     source = f"{policy.side_directory}/{policy.source}"
 
-    existing = mounts.find(draft.doc["mounts"], policy.destination, ctx.resolve_quietly)
-    if existing is not None:
-        draft.note("kept", CONCERN, f"{policy.destination} is already mounted by the config", ("mounts", existing))
-    else:
-        at = mounts.insertion_index(draft.doc["mounts"], policy.destination)
-        # Relative bind sources are relative to the bundle (runtime-spec, runc, crun),
-        # so the bundle stays relocatable and the patch stays host-independent.
-        draft.add(
-            ("mounts", at),
-            {"destination": policy.destination, "type": "bind", "source": source, "options": list(policy.options)},
-            CONCERN,
-            f"{policy.bind_why} (machine-id {ctx.machine_id})",
-        )
+    # Relative bind sources are relative to the bundle (runtime-spec, runc, crun), so
+    # the bundle stays relocatable and the patch stays host-independent.
+    if mounts.add_unless_mounted(
+        draft,
+        {"destination": policy.destination, "type": "bind", "source": source, "options": list(policy.options)},
+        CONCERN,
+        f"{policy.bind_why} (machine-id {ctx.machine_id})",
+        ctx.resolve_quietly,
+    ):
         side.append(SideFile(source, (ctx.machine_id + "\n").encode("ascii"), 0o444))
 
     env = draft.get("process", "env")
-    current = existing_container_uuid(env or [], policy.env)
+    current = env_value(env or [], policy.env)
     if current is not None:
         if id_from_container_uuid(current) != ctx.machine_id:
             draft.note("warning", CONCERN, f"{policy.env}={current} kept, but it does not match /etc/machine-id")
@@ -109,18 +98,12 @@ def _mask_commit_units(draft: Draft, ctx: Context, side: list[SideFile]) -> None
     mask_source = f"{policy.side_directory}/{policy.mask_source}"
     added = False
     for unit in policy.mask_units:
-        dest = f"{policy.unit_directory}/{unit}"
-        existing = mounts.find(draft.doc["mounts"], dest)
-        if existing is not None:
-            draft.note("kept", CONCERN, f"{unit} is already masked by the config", ("mounts", existing))
-            continue
-        at = mounts.insertion_index(draft.doc["mounts"], dest)
-        draft.add(
-            ("mounts", at),
-            {"destination": dest, "type": "bind", "source": mask_source, "options": list(policy.options)},
-            CONCERN,
-            policy.mask_why,
-        )
-        added = True
+        mask = {
+            "destination": f"{policy.unit_directory}/{unit}",
+            "type": "bind",
+            "source": mask_source,
+            "options": list(policy.options),
+        }
+        added |= mounts.add_unless_mounted(draft, mask, CONCERN, policy.mask_why)
     if added:
         side.append(SideFile(mask_source, b"", 0o444))
