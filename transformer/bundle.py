@@ -11,8 +11,9 @@ import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Callable, NamedTuple
 
 from .config import MAX_CONFIG_BYTES, parse_json
 from .draft import SideFile
@@ -21,6 +22,25 @@ from .rootfs import EmptyRootfs, HostRootfs, RootfsView
 
 CONFIG = "config.json"
 
+# write_atomic names its temporary files .<name>.<random><TMP_SUFFIX>: a run killed
+# before its rename leaves one behind, and the next apply (holding the lock, so no
+# other apply is writing) removes them.
+TMP_SUFFIX = ".oci-systemd-tmp"
+
+# How long apply waits for another apply of the same bundle to finish.
+LOCK_TIMEOUT_SECONDS = 60.0
+
+
+def _no_fault(step: str, path: Path) -> None:
+    pass
+
+
+# Fault-injection seam: called before every step that touches the disk while writing
+# ("mkdir", "create", "write", "fchmod", "fsync", "rename", "fsync-dir", "unlink-stale")
+# with the path it is about. Tests replace it to raise OSError (EIO, ENOSPC, ...) at
+# each step in turn and prove that every file stays the complete old or new version.
+before_step: Callable[[str, Path], None] = _no_fault
+
 
 class Bundle(NamedTuple):
     directory: Path | None  # None: config came from stdin outside any bundle
@@ -28,6 +48,7 @@ class Bundle(NamedTuple):
     config: dict[str, Any]
     rootfs: RootfsView
     config_mode: int = 0o644
+    config_bytes: bytes | None = None  # exactly what was read: write_bundle's compare-and-swap
 
 
 def _read_limited(stream: BinaryIO, label: str) -> bytes:
@@ -109,7 +130,8 @@ def read_bundle(path: str) -> Bundle:
     config = parse_json(data, str(config_path))
     if not isinstance(config, dict):
         raise ConfigError("must be an object", file=str(config_path), pointer="/")
-    return Bundle(directory, str(config_path), config, _rootfs(directory, config, str(config_path), True), mode)
+    rootfs = _rootfs(directory, config, str(config_path), True)
+    return Bundle(directory, str(config_path), config, rootfs, mode, data)
 
 
 def dumps(config: dict[str, Any]) -> bytes:
@@ -122,13 +144,18 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     import tempfile  # only writers pay for it
 
     directory = path.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".oci-systemd-tmp")
+    before_step("create", path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as stream:
+            before_step("write", Path(tmp))
             stream.write(data)
             stream.flush()
+            before_step("fchmod", Path(tmp))
             os.fchmod(stream.fileno(), mode)
+            before_step("fsync", Path(tmp))
             os.fsync(stream.fileno())
+        before_step("rename", path)
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -136,6 +163,9 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         except FileNotFoundError:
             pass
         raise
+    # After the rename the new file is in place: a failing directory fsync is an error
+    # to report, but the file is already the complete new version.
+    before_step("fsync-dir", directory)
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
@@ -143,16 +173,113 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dfd)
 
 
-def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideFile, ...]) -> None:
-    """Side files first, config.json last: the config never names a file that is missing."""
-    assert bundle.directory is not None
+class _Lock:
+    """An exclusive flock(2) on the bundle directory itself: no lock file is created
+    (a refused bundle stays byte-identical), and the kernel drops the lock when its
+    holder dies, even by SIGKILL, so a crashed apply never blocks the next one."""
+
+    def __init__(self, directory: Path, timeout: float):
+        self.directory = directory
+        self.timeout = timeout
+        self.fd = -1
+
+    def __enter__(self) -> "_Lock":
+        import fcntl
+
+        self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    raise BundleError(
+                        f"another oci-systemd apply has held the bundle lock for {self.timeout:.0f} s; "
+                        "try again when it has finished",
+                        file=str(self.directory),
+                    ) from None
+                time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing the only fd of the open file description unlocks
+
+
+def lock_bundle(directory: Path, timeout: float | None = None) -> _Lock:
+    """Serialise writers of one bundle: `with lock_bundle(dir): ...`."""
+    return _Lock(directory, LOCK_TIMEOUT_SECONDS if timeout is None else timeout)
+
+
+def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove .<name>.*.oci-systemd-tmp left in `directory` by a killed run, for the
+    files apply writes there. Only call it holding the bundle lock."""
+    removed = []
     try:
-        for side in side_files:
-            target = bundle.directory / side.path
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            if target.is_symlink() or (target.exists() and not target.is_file()):
-                raise BundleError("exists and is not a regular file; refusing to replace it", file=str(target))
-            write_atomic(target, side.content, side.mode)
-        write_atomic(bundle.directory / CONFIG, dumps(config), bundle.config_mode)
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    prefixes = tuple(f".{name}." for name in names)
+    for entry in entries:
+        if entry.endswith(TMP_SUFFIX) and entry.startswith(prefixes):
+            path = directory / entry
+            before_step("unlink-stale", path)
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
+                    removed.append(path)
+            except FileNotFoundError:
+                pass  # gone already
+    return removed
+
+
+def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideFile, ...]) -> None:
+    """Side files first, config.json last: the config never names a file that is missing.
+
+    Holding the bundle lock, it first removes temporaries of killed runs, then checks
+    that config.json is still what read_bundle read. Two applies of one bundle started
+    together plan the same result from the same input: the second finds the first's
+    result already in place and writes nothing. A config changed by anything else in
+    the meantime is refused rather than overwritten.
+    """
+    assert bundle.directory is not None
+    new = dumps(config)
+    config_path = bundle.directory / CONFIG
+    try:
+        with lock_bundle(bundle.directory):
+            by_directory: dict[Path, list[str]] = {bundle.directory: [CONFIG]}
+            for side in side_files:
+                target = bundle.directory / side.path
+                by_directory.setdefault(target.parent, []).append(target.name)
+            for directory, names in by_directory.items():
+                remove_stale_temporaries(directory, tuple(names))
+            if bundle.config_bytes is not None:
+                current, _ = read_config_file(config_path)
+                if current == new and _side_files_current(bundle.directory, side_files):
+                    return  # another apply of the same input got here first
+                if current != bundle.config_bytes:
+                    raise BundleError(
+                        "changed while oci-systemd was planning it; nothing written, run apply again",
+                        file=str(config_path),
+                    )
+            for side in side_files:
+                target = bundle.directory / side.path
+                before_step("mkdir", target.parent)
+                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                if target.is_symlink() or (target.exists() and not target.is_file()):
+                    raise BundleError("exists and is not a regular file; refusing to replace it", file=str(target))
+                write_atomic(target, side.content, side.mode)
+            write_atomic(config_path, new, bundle.config_mode)
     except OSError as exc:
         raise BundleError(f"cannot write ({exc.strerror})", file=exc.filename or str(bundle.directory)) from None
+
+
+def _side_files_current(directory: Path, side_files: tuple[SideFile, ...]) -> bool:
+    for side in side_files:
+        try:
+            with open(directory / side.path, "rb") as f:
+                if f.read(len(side.content) + 1) != side.content:
+                    return False
+        except OSError:
+            return False
+    return True
