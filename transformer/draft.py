@@ -22,7 +22,7 @@ class Op(NamedTuple):
     concern: str
     why: str
     # Where the value sits in the *final* config ('-' resolved, later inserts counted).
-    at_tokens: tuple
+    at_tokens: list
     # True for an op that only creates a missing parent (an empty object or list).
     structural: bool = False
 
@@ -70,23 +70,25 @@ class Plan(NamedTuple):
 def copy_json(value: Any) -> Any:
     """A deep copy of a JSON value; several times faster than copy.deepcopy, which
     keeps a memo for cycles and shared references that JSON cannot have."""
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is dict:
         return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [copy_json(v) for v in value]
-    return value
+    return value  # str, int, float, bool, None: immutable
 
 
 class Draft:
     def __init__(self, config: dict[str, Any]):
         self.doc = copy_json(config)
-        self._ops: list[tuple[Op, list]] = []
+        # Each op's at_tokens is a list that _shift keeps current while planning goes on.
+        self._ops: list[Op] = []
         self._notes: list[tuple[Note, list | None]] = []
 
     @property
     def ops(self) -> tuple[Op, ...]:
         """The ops, each with `at` naming where its value sits in the final config."""
-        return tuple(op._replace(at_tokens=tuple(at)) for op, at in self._ops)
+        return tuple(self._ops)
 
     @property
     def notes(self) -> tuple[Note, ...]:
@@ -98,7 +100,7 @@ class Draft:
         """An insertion at list_tokens[index] moves every later element one down; keep
         the recorded locations of earlier ops and notes pointing at the same values."""
         n = len(list_tokens)
-        for at in [at for _, at in self._ops] + [at for _, at in self._notes if at is not None]:
+        for at in [op.at_tokens for op in self._ops] + [at for _, at in self._notes if at is not None]:
             if len(at) > n and tuple(at[:n]) == list_tokens and isinstance(at[n], int) and at[n] >= index:
                 at[n] += 1
 
@@ -132,12 +134,12 @@ class Draft:
         else:
             parent[key] = copy_json(value)
             path, at = tokens, list(tokens)
-        self._ops.append((Op("add", path, value, concern, why, (), structural), at))
+        self._ops.append(Op("add", path, value, concern, why, at, structural))
 
     def replace(self, tokens: tuple, value: Any, concern: str, why: str) -> None:
         parent, key = self._parent(tokens), tokens[-1]
         parent[key] = copy_json(value)
-        self._ops.append((Op("replace", tuple(tokens), copy_json(value), concern, why, ()), list(tokens)))
+        self._ops.append(Op("replace", tuple(tokens), copy_json(value), concern, why, list(tokens)))
 
     def ensure_object(self, tokens: tuple, concern: str, why: str) -> None:
         """Create each missing object along tokens with its own add op."""

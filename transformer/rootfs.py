@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 from collections import deque
 from pathlib import Path
@@ -58,6 +59,20 @@ class RootfsView:
         found = memo[key]
         if isinstance(found, ResolveError):
             raise found
+        return found
+
+    def destination(self, path: str) -> str:
+        """Where the runtime mounts a destination written as `path`: resolved inside
+        the rootfs; a looping one stays as written (the runtime will refuse it)."""
+        memo = self.__dict__.setdefault("_destinations", {})
+        found = memo.get(path)
+        if found is None:
+            normal = posixpath.normpath("/" + path.lstrip("/"))
+            try:
+                found = self.resolve(normal)
+            except ResolveError:
+                found = normal
+            memo[path] = found
         return found
 
     def _resolve(self, path: str, follow_final: bool) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
-from ..mounts import normalise
 from ..options import Options
-from ..rootfs import ResolveError, RootfsView
+from ..rootfs import RootfsView
 
 
 class Context(NamedTuple):
@@ -19,7 +18,4 @@ class Context(NamedTuple):
 
     def resolve_quietly(self, path: str) -> str:
         """A destination as the runtime will see it; a looping one stays as written."""
-        try:
-            return self.rootfs.resolve(normalise(path))
-        except ResolveError:
-            return normalise(path)
+        return self.rootfs.destination(path)
