@@ -345,3 +345,16 @@ def test_hook_run_by_interpreter_isolated_and_recognised_again():
     # Planned again (even with the console-script form), the registration is recognised.
     again = run(result.config, hook_command=("/usr/local/bin/oci-systemd-copyup",))
     assert again.patch() == []
+
+
+def test_review_of_contradictory_ro_rw_shows_a_change_not_a_removal():
+    from transformer.review import review_data
+
+    config = runc_config()
+    for m in config["mounts"]:
+        if m["destination"] == "/sys/fs/cgroup":
+            m["options"] = ["ro", "rw"]
+    result = run(config, cgroup="v1")
+    changes = review_data(config, result, "t")["changes"]
+    assert not [c for c in changes if c["kind"] == "removed"]
+    assert any(c["kind"] == "changed" and c["old"] == "rw" and c["new"] == "ro" for c in changes)

@@ -42,6 +42,7 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
 
     changes = []
     created = {op.at for op in plan.ops if op.structural}
+    replaced = {op.at: op.value for op in plan.ops if op.op == "replace"}
     diff = DeepDiff(before, plan.config, view="tree", ignore_order=True)
     for report, levels in diff.items():
         kind = _KINDS.get(report)
@@ -62,6 +63,10 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
             concern, why = _explain(plan, at)
             old = level.t1
             new = None if kind == "removed" else level.t2
+            if kind == "removed" and at in replaced:
+                # ["ro", "rw"] made ["ro", "ro"]: ignoring order, deepdiff sees an item
+                # vanish; what happened is the replace op at that very place.
+                kind, new = "changed", replaced[at]
             changes.append({"kind": kind, "pointer": at, "old": old, "new": new, "concern": concern, "why": why})
     order = {op.at: i for i, op in enumerate(plan.ops)}
     # In op order (the order the patch applies them), then by pointer: stable output.
