@@ -62,6 +62,9 @@ class Plan(NamedTuple):
     notes: tuple[Note, ...]
     facts: tuple[tuple[str, str], ...]
     config: dict[str, Any]
+    # Host directories the bundle's bind mounts need (--journal host). The core only
+    # names them; the edge (apply, filter) creates them.
+    host_directories: tuple[str, ...] = ()
 
     def patch(self) -> list[dict[str, Any]]:
         return [op.to_json() for op in self.ops]

@@ -23,7 +23,7 @@ from .rootfs import DescribedRootfs, EmptyRootfs
 EXPECTED = ("expected.patch.json", "expected.config.json", "review.txt")
 DEFAULT_HOOK_PATH = "/usr/local/bin/oci-systemd-copyup"
 
-_OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force"}
+_OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force", "journal"}
 
 
 class Mismatch(NamedTuple):
@@ -69,6 +69,7 @@ def case_options(case: Path, policy: Policy) -> Options:
         tmpfs_size=raw.get("tmpfsSize"),
         capabilities=tuple(caps) if caps is not None else None,
         force=bool(raw.get("force", False)),
+        journal=raw.get("journal", "tmpfs"),
     )
 
 

@@ -16,6 +16,7 @@ from .policy import Policy
 
 CgroupVersion = Literal["v1", "v2"]
 CopyUpMode = Literal["hook", "native"]
+JournalMode = Literal["tmpfs", "host"]
 
 _SIZE = re.compile(r"^[0-9]+[kmgKMG%]?$")
 _CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
@@ -35,6 +36,9 @@ class Options:
     # Replaces the policy's capability list when set.
     capabilities: tuple[str, ...] | None = None
     force: bool = False
+    # tmpfs: the journal stays in the /var/log/journal tmpfs; host: a per-container
+    # directory of the host is bound at /var/log/journal/<machine-id>.
+    journal: JournalMode = "tmpfs"
 
     def __post_init__(self) -> None:
         # Validate when configured, so applying only applies (the kustomize lesson).
@@ -42,6 +46,8 @@ class Options:
             raise OptionsError(f"--cgroup must be v1, v2 or auto, not {self.cgroup!r}")
         if self.copy_up not in ("hook", "native"):
             raise OptionsError(f"--copy-up must be hook or native, not {self.copy_up!r}")
+        if self.journal not in ("tmpfs", "host"):
+            raise OptionsError(f"--journal must be tmpfs or host, not {self.journal!r}")
         if not self.container_id:
             raise OptionsError("the container ID must not be empty")
         if self.tmpfs_size is not None and not _SIZE.match(self.tmpfs_size):

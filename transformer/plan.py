@@ -1,14 +1,14 @@
 """The pure core: plan(config, rootfs, options) -> Plan.
 
 No I/O, no clock, no environment. The same input gives the same ops in the same
-order: tmpfs, cgroups, machine-id, capabilities, environment, annotations, copy-up.
+order: tmpfs, cgroups, machine-id, journal, capabilities, environment, annotations, copy-up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .concerns import annotations, capabilities, cgroups, copy_up, environment, machine_id, tmpfs
+from .concerns import annotations, capabilities, cgroups, copy_up, environment, journal, machine_id, tmpfs
 from .concerns.context import Context
 from .concerns.detection import detect
 from .config import check_config
@@ -51,12 +51,17 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
         ("machine-id", f"{mid} ({mid_source})"),
         ("root", "read-only" if ctx.readonly_root else "writable"),
     ]
+    if options.journal != "tmpfs":  # only then: the default review stays as it was
+        facts.append(("journal", f"{options.journal}: {journal.host_directory(ctx)}"))
     draft = Draft(config)
     copy_destinations = tmpfs.contribute(draft, ctx)
     cgroups.contribute(draft, ctx)
     side_files = machine_id.contribute(draft, ctx)
+    host_directories = journal.contribute(draft, ctx)
     capabilities.contribute(draft, ctx)
     environment.contribute(draft, ctx)
     annotations.contribute(draft, ctx)
     copy_up.contribute(draft, ctx, copy_destinations)
-    return Plan(True, tuple(draft.ops), tuple(side_files), tuple(draft.notes), tuple(facts), draft.doc)
+    return Plan(
+        True, tuple(draft.ops), tuple(side_files), tuple(draft.notes), tuple(facts), draft.doc, tuple(host_directories)
+    )

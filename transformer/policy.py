@@ -20,6 +20,7 @@ DOCUMENTS = (
     "cgroup-v1",
     "cgroup-v2",
     "machine-id",
+    "journal",
     "capabilities",
     "environment",
     "annotations",
@@ -147,6 +148,16 @@ class MachineIdPolicy(NamedTuple):
     mask_why: str
 
 
+class JournalPolicy(NamedTuple):
+    why: str
+    destination: str
+    host_directory: str
+    options: tuple[str, ...]
+    bind_why: str
+    registry_directory: str
+    registry_why: str
+
+
 class CapabilitiesPolicy(NamedTuple):
     why: str
     sets: tuple[str, ...]
@@ -195,6 +206,7 @@ class Policy(NamedTuple):
     cgroup_v1: CgroupV1Policy
     cgroup_v2: CgroupV2Policy
     machine_id: MachineIdPolicy
+    journal: JournalPolicy
     capabilities: CapabilitiesPolicy
     environment: EnvironmentPolicy
     annotations: AnnotationsPolicy
@@ -297,6 +309,21 @@ def _machine_id(r: _Reader) -> MachineIdPolicy:
     )
 
 
+def _journal(r: _Reader) -> JournalPolicy:
+    options = r.strs("options")
+    if "bind" not in options and "rbind" not in options:
+        r._fail("must contain bind: the host directory is bind-mounted", "options")
+    return JournalPolicy(
+        why=r.str("why"),
+        destination=r.path("destination"),
+        host_directory=r.path("hostDirectory"),
+        options=options,
+        bind_why=r.str("bindWhy"),
+        registry_directory=r.path("registryDirectory"),
+        registry_why=r.str("registryWhy"),
+    )
+
+
 def _capabilities(r: _Reader) -> CapabilitiesPolicy:
     caps = r.strs("capabilities")
     forbidden = r.strs("forbidden", ["CAP_SYS_ADMIN"])
@@ -355,6 +382,7 @@ _PARSERS: dict[str, Callable[[_Reader], Any]] = {
     "cgroup-v1": _cgroup_v1,
     "cgroup-v2": _cgroup_v2,
     "machine-id": _machine_id,
+    "journal": _journal,
     "capabilities": _capabilities,
     "environment": _environment,
     "annotations": _annotations,
