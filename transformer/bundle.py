@@ -87,7 +87,13 @@ def read_config_file(path: Path) -> tuple[bytes, int]:
 
 
 def _rootfs(directory: Path, config: dict[str, Any], label: str, required: bool) -> RootfsView:
-    root_path = (config.get("root") or {}).get("path", "rootfs")
+    # Read before plan() checks the shape, so the shape of root is checked here too.
+    root = config.get("root", {})
+    if not isinstance(root, dict):
+        raise ConfigError("must be an object", file=label, pointer="/root")
+    root_path = root.get("path", "rootfs")
+    if not isinstance(root_path, str) or not root_path or "\0" in root_path:
+        raise ConfigError("must be a non-empty string without NUL", file=label, pointer="/root/path")
     path = Path(root_path) if os.path.isabs(root_path) else directory / root_path
     if not path.is_dir():
         if not required:

@@ -8,6 +8,7 @@ the transformer cannot work with, by JSON pointer. The full OCI schema check is
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -21,17 +22,74 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _KNOWN_OCI_VERSION = re.compile(r"^1\.[0-9]+\.[0-9]+(-[0-9A-Za-z.+-]*)?(\+[0-9A-Za-z.-]*)?$")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
+class _Duplicate(dict):
+    """An object that had a key twice (the last value kept), marked so that parse_json
+    can name its JSON pointer once the whole document is decoded."""
+
+    duplicate: str = ""
+
+
+class _NonFinite:
+    """A number too large for a double (1e999): json would decode it as inf, and
+    json.dumps would then write the invalid token Infinity into config.json."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _Decoding:
+    """Per-document hooks: cheap flags on the fast path, a walk only when one is set."""
+
+    def __init__(self) -> None:
+        self.suspicious = False
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            self.suspicious = True
+            seen: set[str] = set()
+            marked = _Duplicate(obj)
+            marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            return marked
+        return obj
+
+    def number(self, text: str) -> Any:
+        value = float(text)
+        if value in (math.inf, -math.inf):
+            self.suspicious = True
+            return _NonFinite(text)
+        return value
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _first_problem(doc: Any) -> tuple[tuple, str] | None:
+    """(tokens, message) of the first value JSON cannot carry through a round trip:
+    a duplicated key, an out-of-range number, a lone UTF-16 surrogate (\\ud800 decodes to
+    a str that cannot be encoded as UTF-8 again)."""
+    stack: list[tuple[tuple, Any]] = [((), doc)]
+    while stack:
+        tokens, value = stack.pop()
+        if isinstance(value, _Duplicate):
+            return tokens + (value.duplicate,), f"duplicate key {value.duplicate!r}"
+        if isinstance(value, _NonFinite):
+            return tokens, f"the number {value.text} is out of range"
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return tokens, "contains a lone UTF-16 surrogate escape, which is not a Unicode character"
+        elif isinstance(value, dict):
+            for key in reversed(list(value)):
+                if _SURROGATE.search(key):
+                    return tokens, f"key {key!r} contains a lone UTF-16 surrogate escape"
+                stack.append((tokens + (key,), value[key]))
+        elif isinstance(value, list):
+            stack.extend((tokens + (i,), item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json(data: bytes, file: str) -> Any:
@@ -45,14 +103,22 @@ def parse_json(data: bytes, file: str) -> Any:
         raise ConfigError(f"is not UTF-8 (byte {exc.start})", file=file) from None
     if not text.strip():
         raise ConfigError("is empty", file=file)
+    decoding = _Decoding()
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(text, object_pairs_hook=decoding.pairs, parse_constant=_no_constant, parse_float=decoding.number)
     except RecursionError:
         raise ConfigError("is nested too deeply", file=file) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", file=file) from None
     except ValueError as exc:
         raise ConfigError(f"is not valid JSON: {exc}", file=file) from None
+    # A surrogate can only come from a \\uXXXX escape: valid UTF-8 input cannot hold one.
+    if decoding.suspicious or "\\u" in text:
+        problem = _first_problem(doc)
+        if problem is not None:
+            tokens, message = problem
+            raise ConfigError(message, file=file, pointer=pointer(tokens) or "/")
+    return doc
 
 
 def parse_config(data: bytes, file: str) -> dict[str, Any]:
