@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from transformer.copyup.bundle import default_destinations, load_config, rootfs_of
-from transformer.copyup.state import State
+from transformer.copyup.state import SOURCE, State
 from transformer.errors import BundleError, CopyUpError, StateError
 
 
@@ -17,7 +17,7 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     pass fills it. Nothing is written before that dest's target has been verified.
     """
     if not os.path.isdir(f"/proc/{state.pid}"):
-        raise StateError(f"pid {state.pid} is gone: the container's process has exited")
+        raise StateError(f"pid {state.pid} is gone: the container's process has exited", file=SOURCE, pointer="/pid")
     if not os.path.isdir(state.bundle):
         raise BundleError("bundle directory does not exist", file=state.bundle)
     config = load_config(state.bundle)
