@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from transformer.copyup.jsonfast import loads
 from transformer.errors import BundleError, ConfigError, OptionsError
@@ -36,7 +37,12 @@ def load_config(bundle: str) -> dict:
     """Read and decode <bundle>/config.json."""
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO named config.json must be refused, not wait for a writer
+        # until the runtime's hook timeout.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BundleError("is not a regular file", file=path)
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if not os.path.isdir(bundle):
