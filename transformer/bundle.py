@@ -69,6 +69,8 @@ def read_config_file(path: Path) -> tuple[bytes, int]:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise BundleError("is a symbolic link; oci-systemd only edits a regular config.json", file=label) from None
+        if exc.errno == errno.ENXIO:  # open(2) of a UNIX socket
+            raise BundleError("is a socket, not a regular file", file=label) from None
         raise BundleError(f"cannot be opened ({exc.strerror})", file=label) from None
     try:
         st = os.fstat(fd)
@@ -95,7 +97,11 @@ def _rootfs(directory: Path, config: dict[str, Any], label: str, required: bool)
     if not isinstance(root_path, str) or not root_path or "\0" in root_path:
         raise ConfigError("must be a non-empty string without NUL", file=label, pointer="/root/path")
     path = Path(root_path) if os.path.isabs(root_path) else directory / root_path
-    if not path.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:  # missing, a dangling link, EACCES: not a directory we can use
+        is_dir = False
+    if not is_dir:
         if not required:
             return EmptyRootfs()
         raise BundleError(f"root.path {root_path!r}: {path} is not a directory", file=label, pointer="/root/path")
@@ -104,9 +110,14 @@ def _rootfs(directory: Path, config: dict[str, Any], label: str, required: bool)
 
 def _bundle_directory(path: str) -> Path:
     directory = Path(path)
-    if not directory.is_dir():
-        what = "does not exist" if not directory.exists() else "is not a directory"
-        raise BundleError(f"bundle {what}", file=path)
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        raise BundleError("bundle does not exist", file=path) from None
+    except OSError as exc:  # EACCES on a parent, ELOOP, ENAMETOOLONG
+        raise BundleError(f"bundle cannot be examined ({exc.strerror})", file=path) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BundleError("bundle is not a directory", file=path)
     return directory
 
 

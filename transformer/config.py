@@ -163,7 +163,7 @@ def check_config(config: Any, file: str | None) -> None:
     if "ociVersion" not in config:
         c.fail(("ociVersion",), "is required")
     c.kind(config["ociVersion"], ("ociVersion",), str, "a string")
-    if not _KNOWN_OCI_VERSION.match(config["ociVersion"]):
+    if not _KNOWN_OCI_VERSION.fullmatch(config["ociVersion"]):  # match's $ accepts a trailing newline
         c.fail(("ociVersion",), f"{config['ociVersion']!r} is not a runtime-spec version this tool knows (1.x.y)")
 
     root = c.optional(config, "root", (), dict, "an object")
