@@ -549,7 +549,9 @@ def filter_hook_config(command: tuple[str, ...], extra: tuple[str, ...] = ()) ->
         raise OptionsError(f"filter path {path!r}: must be an absolute path")
     return {
         "version": "1.0.0",
-        "hook": {"path": path, "args": [posixpath.basename(path), *command[1:], "filter", *extra], "timeout": 30},
+        # args[0] is the absolute path: a venv's python finds its pyvenv.cfg from argv[0],
+        # and hooks run with an empty environment (no PATH to search for "python3").
+        "hook": {"path": path, "args": [path, *command[1:], "filter", *extra], "timeout": 30},
         "when": {"always": True},
         "stages": ["precreate"],
     }

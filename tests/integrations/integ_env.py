@@ -1,0 +1,148 @@
+"""Shared plumbing of the integration tests: the real tools users run with oci-systemd
+(podman, umoci, runc), the cached Debian tree, and the CLI of this checkout.
+
+podman always runs with a private --root/--runroot under a temporary directory (vfs
+driver, runc), so the host's own podman state is never read or touched. Every
+container and image made here has a unique name and is removed in a finally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+E2E = REPO / "tests" / "e2e"
+if str(E2E) not in sys.path:
+    sys.path.insert(0, str(E2E))
+
+import rootfs_cache  # noqa: E402  (tests/e2e)
+
+from support import require_root, skip_or_fail  # noqa: E402
+
+RELEASE = "bookworm"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None, env: dict | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    """This checkout's oci-systemd, as `python -m transformer`."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("OCI_SYSTEMD_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "transformer", *args], input=stdin, capture_output=True,
+                          cwd=cwd or REPO, env=full_env, timeout=timeout)
+
+
+def debian_tarball() -> Path:
+    """The cached debootstrapped tree (skip_or_fail when there is none and none can be built)."""
+    require_root()
+    spec = rootfs_cache.RootfsSpec(RELEASE)
+    why = rootfs_cache.availability(spec)
+    if why:
+        skip_or_fail(f"no {RELEASE} rootfs: {why}")
+    return rootfs_cache.ensure_tarball(spec)
+
+
+def need_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail(f"{name} is not installed (apt-get install -y {package})")
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    rootfs_cache.remove_rootfs(path)
+
+
+def test_policy(tmp: Path, **journal: str) -> Path:
+    """A copy of patches/ whose journal documents point into tmp (host mode never
+    writes to the real /var/log/journal or /var/lib/oci-systemd in tests)."""
+    policy = tmp / "policy"
+    shutil.copytree(REPO / "patches", policy)
+    doc = json.loads((policy / "journal.json").read_text())
+    doc.update(journal)
+    (policy / "journal.json").write_text(json.dumps(doc))
+    return policy
+
+
+class Podman:
+    """podman 4.3.1 as PLATFORM.md says it runs here: vfs, runc, explicit ulimits,
+    and its own storage under `base`."""
+
+    # --network none: no bridge, no firewall rules on the host.
+    RUN_FLAGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none")
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = base / "root"
+        self.runroot = base / "runroot"
+        self.containers: list[str] = []
+        self.images: list[str] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return ["podman", "--root", str(self.root), "--runroot", str(self.runroot),
+                "--storage-driver=vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs",
+                "--events-backend", "file", "--tmpdir", str(self.base / "tmp"),
+                "--network-config-dir", str(self.base / "networks"), *args]
+
+    def run(self, *args: str, timeout: float = 120, check: bool = True, stdin=None) -> subprocess.CompletedProcess:
+        p = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, stdin=stdin)
+        if check and p.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} -> rc={p.returncode}\n{p.stdout}{p.stderr}")
+        return p
+
+    def import_tarball(self, tarball: Path, *changes: str) -> str:
+        name = unique("localhost/ocisd-integ")
+        self.images.append(name)
+        argv = self.argv("import", *[f"--change={c}" for c in changes], "-", name)
+        decompress = subprocess.Popen(["zstd", "-dc", str(tarball)] if str(tarball).endswith(".zst")
+                                      else ["gzip", "-dc", str(tarball)], stdout=subprocess.PIPE)
+        try:
+            p = subprocess.run(argv, stdin=decompress.stdout, capture_output=True, text=True, timeout=300)
+        finally:
+            decompress.stdout.close()
+            decompress.wait()
+        assert p.returncode == 0, p.stderr
+        return name
+
+    def new_name(self) -> str:
+        name = unique("ocisd-integ")
+        self.containers.append(name)
+        return name
+
+    def inspect(self, name: str) -> dict:
+        return json.loads(self.run("inspect", name).stdout)[0]
+
+    def oci_config(self, name: str) -> dict:
+        """The config.json podman handed to runc (after every hook)."""
+        return json.loads(Path(self.inspect(name)["OCIConfigPath"]).read_text())
+
+    def wait_system_running(self, name: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            p = self.run("exec", name, "systemctl", "is-system-running", "--wait", check=False,
+                         timeout=max(1.0, deadline - time.monotonic()))
+            last = (p.stdout + p.stderr).strip()
+            if last and "Failed to connect to bus" not in last and "can only create exec sessions" not in last:
+                return last.splitlines()[-1]
+            time.sleep(0.2)
+        return f"timeout (last: {last!r})"
+
+    def cleanup(self) -> None:
+        for name in self.containers:
+            self.run("rm", "-f", "-t", "0", name, check=False, timeout=60)
+        for image in self.images:
+            self.run("rmi", "-f", image, check=False, timeout=60)
+        self.run("system", "reset", "--force", check=False, timeout=120)
+        for d in (self.root, self.runroot):
+            remove_tree(d)
