@@ -47,6 +47,63 @@ _V2_SCRIPT = (
 _BUS_NOT_READY = ("Failed to connect to bus", "Failed to connect to system scope bus")
 
 
+class HostSandbox:
+    """Fresh directories seen as /tmp and /run by every runc command of one container
+    (and so by its hooks, which runc runs in its own mount namespace), to tell exactly
+    what the runtime stack leaves in the host's /tmp and /run, undisturbed by other
+    programs writing there at the same time.  runc's state directory /run/runc and the
+    bundle (which may live under /tmp) are bound back in at their usual paths; a
+    ``/proc/<pid>/root/run`` written by a hook before pivot_root lands here too.
+
+    ``leftovers()`` lists what is in the sandbox beyond those bound-back paths."""
+
+    def __init__(self, base: Path, bundle: Path, keep: tuple[Path, ...] = ()) -> None:
+        """``keep``: more paths that runc must see where they are (a hook under /tmp)."""
+        self.tmp = Path(base) / "host-tmp"
+        self.run = Path(base) / "host-run"
+        self.bundle = Path(bundle).resolve()
+        self.binds: list[tuple[Path, Path]] = [(Path("/run/runc"), self.run / "runc")]
+        for top, root in ((Path("/tmp"), self.tmp), (Path("/run"), self.run)):
+            root.mkdir(parents=True, exist_ok=True)
+            root.chmod(0o1777 if top.name == "tmp" else 0o755)
+            for path in (self.bundle, *(Path(k).resolve() for k in keep)):
+                if path.is_relative_to(top):
+                    self.binds.append((path, root / path.relative_to(top)))
+        Path("/run/runc").mkdir(mode=0o700, exist_ok=True)
+        for _, target in self.binds:
+            target.mkdir(parents=True, exist_ok=True)
+
+    def script(self) -> str:
+        # mount -n: libmount would otherwise write /run/mount/utab, into the sandbox
+        lines = [f"mount -n --bind {_q(src)} {_q(dst)}" for src, dst in self.binds]
+        # /run first: both sources may live under /tmp, which the second mount hides
+        lines += [f"mount -n --rbind {_q(self.run)} /run", f"mount -n --rbind {_q(self.tmp)} /tmp"]
+        return "; ".join(lines)
+
+    def leftovers(self) -> list[str]:
+        targets = {t for _, t in self.binds}
+        # the directories made to hold the bind-mount points
+        skeleton = set(targets)
+        for t in targets:
+            skeleton.update(a for a in t.parents if a not in (self.tmp, self.run) and
+                            any(r in a.parents for r in (self.tmp, self.run)))
+        found = []
+        for top, root in (("/tmp", self.tmp), ("/run", self.run)):
+            for dirpath, dirnames, filenames in os.walk(root):
+                d = Path(dirpath)
+                if d in targets:
+                    dirnames[:] = []  # under a bind-mount point: the real thing, not ours here
+                    continue
+                for name in dirnames + filenames:
+                    if d / name not in skeleton:
+                        found.append(f"{top}/{(d / name).relative_to(root)}")
+        return sorted(found)
+
+
+def _q(p: os.PathLike | str) -> str:
+    return "'" + str(p).replace("'", "'\\''") + "'"
+
+
 def new_container_id() -> str:
     return f"ocisd-{uuid.uuid4().hex[:12]}"
 
@@ -89,7 +146,8 @@ class RuncError(RuntimeError):
 class RuncContainer:
     def __init__(self, bundle: str | os.PathLike, *, cgroup_v2: bool = False,
                  container_id: str | None = None, runc: str = RUNC,
-                 cwd: str | os.PathLike = "/", monitor: bool = False) -> None:
+                 cwd: str | os.PathLike = "/", monitor: bool = False,
+                 sandbox: HostSandbox | None = None) -> None:
         self.bundle = Path(bundle).resolve()
         self.cgroup_v2 = cgroup_v2
         self.id = container_id or new_container_id()
@@ -98,6 +156,7 @@ class RuncContainer:
         # monitor=True: start through runc_monitor.py, which records PID 1's exit status
         # (see exit_status()); runc run -d alone loses it to the host's reaper.
         self.monitor = monitor
+        self.sandbox = sandbox  # see HostSandbox: /tmp and /run of the runc commands
         self.started = False
         self.boot_seconds: float | None = None  # start() -> first non-"starting" answer
         self.stop_seconds: float | None = None
@@ -108,7 +167,14 @@ class RuncContainer:
     # ---- plumbing -------------------------------------------------------------------
     def _argv(self, *args: str, cgroup_view: bool = True) -> list[str]:
         argv = [self.runc, *args]
-        if self.cgroup_v2 and cgroup_view:
+        if not cgroup_view:
+            return argv  # state, kill: they only read /run/runc, which the sandbox shares
+        if self.sandbox is not None:
+            script = "set -e; mount --make-rprivate /; " + self.sandbox.script()
+            if self.cgroup_v2:
+                script += "; umount -n -l /sys/fs/cgroup; mount -n -t cgroup2 none /sys/fs/cgroup"
+            return ["unshare", "-m", "sh", "-c", script + '; exec "$@"', "sh", *argv]
+        if self.cgroup_v2:
             return ["unshare", "-m", "sh", "-c", _V2_SCRIPT, "sh", *argv]
         return argv
 
@@ -139,7 +205,10 @@ class RuncContainer:
                 raise RuncError(f"runc run -d {self.id} -> rc={p.returncode}\n{out.read()}")
 
     def _start_monitored(self, timeout: float) -> None:
-        self._monitor_dir = tempfile.mkdtemp(prefix=f"{self.id}-monitor-")
+        # the pid file is written by runc, in the sandbox when there is one: keep it in the
+        # bundle directory then, which is the same path on both sides
+        self._monitor_dir = tempfile.mkdtemp(prefix=f".{self.id}-monitor-",
+                                             dir=self.bundle if self.sandbox else None)
         status = os.path.join(self._monitor_dir, "status.json")
         pid_file = os.path.join(self._monitor_dir, "pid")
         argv = self._argv("run", "-d", "--pid-file", pid_file, "--bundle", str(self.bundle), self.id)

@@ -11,6 +11,11 @@ Beside the matrix: two bundles of one image get different machine-ids (booted si
 side), the image's /tmp reaches the container (seen by a non-systemd process, since
 systemd-tmpfiles empties /tmp at boot), and a non-systemd bundle passes through unchanged.
 
+What is left behind: the matrix runs every runc command of a case with a HostSandbox as
+its /tmp and /run (runc_harness), so exactly what runc, the hook and the container leave
+there is seen, whatever else runs on the machine; test_host_is_left_as_it_was runs runc in
+the host's own namespace and compares the host's mount table, /run and /tmp.
+
 Every container is deleted by the harness's context manager even when an assertion fails;
 assertion messages carry ``systemctl --failed`` and ``journalctl -b`` of the container.
 """
@@ -167,13 +172,16 @@ def _snapshot_image_machine_id(rootfs: Path) -> tuple:
 # ---- the matrix ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("release,cgroup,copy_up,readonly", list(_cases()))
-def test_boot_matrix(images, hook_path, tmp_path, request, release, cgroup, copy_up, readonly):
+def test_boot_matrix(images, tmp_path, request, release, cgroup, copy_up, readonly):
     _require_cgroup_mode(cgroup)
     image = images.get(release)
     bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/sbin/init"], readonly=readonly)
     rootfs = bundle / "rootfs"
     try:
-        cfg = bundles.apply(bundle, cgroup=cgroup, copy_up=copy_up, hook_path=hook_path)
+        # hook mode: the tool's default registration, exactly what a user gets
+        cfg = bundles.apply(bundle, cgroup=cgroup, copy_up=copy_up)
+        if copy_up == "hook":
+            assert cfg["hooks"]["prestart"], "hook mode registered no prestart hook"
         after_apply = tree_manifest.manifest(rootfs)
         assert after_apply == image.manifest, (
             "apply changed the image rootfs:\n" + tree_manifest.describe_difference(image.manifest, after_apply))
@@ -188,11 +196,11 @@ def test_boot_matrix(images, hook_path, tmp_path, request, release, cgroup, copy
         figures = {"case": request.node.callspec.id}
         BOOT_FIGURES.append(figures)
 
-        host_before = HostSnapshot.take()
+        sandbox = runc_harness.HostSandbox(tmp_path / "sandbox", bundle)
         for boot in (1, 2):  # the second is the restart: delete, then run the same bundle again
             since = time.time()
             with runc_harness.RuncContainer(bundle, cgroup_v2=(cgroup == "v2"), container_id=cid,
-                                            monitor=True) as c:
+                                            monitor=True, sandbox=sandbox) as c:
                 c.start()
                 check_booted(c, since=since, machine_id=machine_id)
                 figures[f"boot{boot}"] = c.boot_seconds
@@ -204,8 +212,8 @@ def test_boot_matrix(images, hook_path, tmp_path, request, release, cgroup, copy
                 figures[f"stop{boot}"] = stop_cleanly(c)
             assert not Path(f"/run/runc/{cid}").exists(), f"runc state of {cid} left after delete"
 
-        leftovers = HostSnapshot.take()
-        assert host_before.differences(leftovers) == [], "\n".join(host_before.differences(leftovers))
+        left = sandbox.leftovers()
+        assert left == [], "runc, its hook or the container left this in /tmp or /run:\n" + "\n".join(left)
         assert runc_harness.leftover_cgroups(cgroups_path) == []
         assert _snapshot_image_machine_id(rootfs) == image_id, "the runs changed the image's /etc/machine-id"
         if readonly:
@@ -217,6 +225,31 @@ def test_boot_matrix(images, hook_path, tmp_path, request, release, cgroup, copy
 
 
 # ---- beside the matrix --------------------------------------------------------------------
+
+@pytest.mark.parametrize("copy_up", ["native", "hook"])
+def test_host_is_left_as_it_was(images, tmp_path, copy_up):
+    """The matrix watches /tmp and /run through a HostSandbox; this runs runc in the host's
+    own mount namespace, as a user does on this v1 host, and compares the host itself:
+    its mount table, /run, /tmp (see host_state for what other programs may do there)."""
+    _require_cgroup_mode("v1")
+    image = images.get("bookworm")
+    bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/sbin/init"])
+    try:
+        cfg = bundles.apply(bundle, cgroup="v1", copy_up=copy_up)
+        machine_id = (bundle / "oci-systemd/machine-id").read_text().strip()
+        before = HostSnapshot.take()
+        with runc_harness.RuncContainer(bundle, monitor=True) as c:
+            since = time.time()
+            c.start()
+            check_booted(c, since=since, machine_id=machine_id)
+            check_run_copy_up(c, image, copy_up)
+            stop_cleanly(c)
+        diff = before.differences(HostSnapshot.take())
+        assert diff == [], "the host changed:\n" + "\n".join(diff)
+        assert runc_harness.leftover_cgroups(cfg["linux"]["cgroupsPath"]) == []
+    finally:
+        bundles.remove_bundle(bundle)
+
 
 def test_two_containers_of_one_image_get_different_machine_ids(images, tmp_path):
     """Two bundles of the same bookworm image, booted side by side.  The second gets a
@@ -258,14 +291,15 @@ def test_two_containers_of_one_image_get_different_machine_ids(images, tmp_path)
 def test_image_tmp_and_run_reach_the_container(images, hook_path, tmp_path, release, copy_up):
     """systemd-tmpfiles empties /tmp at boot, so /tmp copy-up is seen by a plain shell:
     the bundle runs ``/bin/sh -c 'sleep 1000'``, transformed with --force, and the markers
-    are compared from the host through /proc/<pid>/root while it sleeps."""
+    are compared from the host through /proc/<pid>/root while it sleeps.  Hook mode here
+    registers the helper the other documented way, ``--hook-path`` to a plain program."""
     _require_cgroup_mode("v1")
     image = images.get(release)
     bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/bin/sh", "-c", "sleep 1000"])
     try:
         bundles.apply(bundle, cgroup="v1", copy_up=copy_up, hook_path=hook_path, extra=("--force",))
-        host_before = HostSnapshot.take()
-        with runc_harness.RuncContainer(bundle) as c:
+        sandbox = runc_harness.HostSandbox(tmp_path / "sandbox", bundle, keep=(hook_path.parent,))
+        with runc_harness.RuncContainer(bundle, sandbox=sandbox) as c:
             c.start()
             assert c.status() == "running"
             mounts = bundles.mountinfo_fstypes(Path(f"/proc/{c.pid()}/mountinfo").read_text())
@@ -277,7 +311,7 @@ def test_image_tmp_and_run_reach_the_container(images, hook_path, tmp_path, rele
                 problems += bundles.marker_problems(root, top, image, full_fidelity=(copy_up == "hook"))
             assert problems == [], "image content did not reach the tmpfs intact:\n" + "\n".join(problems)
             c.kill(9)  # sh as PID 1 ignores SIGTERM; this container has nothing to shut down
-        assert host_before.differences(HostSnapshot.take()) == []
+        assert sandbox.leftovers() == []
     finally:
         bundles.remove_bundle(bundle)
 
@@ -296,5 +330,29 @@ def test_non_systemd_bundle_passes_through_and_runs(images, tmp_path, release):
         with runc_harness.RuncContainer(bundle) as c:
             p = c.run_foreground(timeout=60)
         assert (p.returncode, p.stdout) == (0, "ok\n"), f"rc={p.returncode}\n{p.stdout}{p.stderr}"
+    finally:
+        bundles.remove_bundle(bundle)
+
+
+def test_sandbox_sees_what_a_hook_leaves_behind(images, hook_path, tmp_path):
+    """The leftover check can fail: a prestart hook that writes to /tmp and /run (as a
+    copy-up writing to /proc/<pid>/root/run before pivot_root would) is caught, and the
+    host's own /tmp and /run stay clean."""
+    _require_cgroup_mode("v1")
+    image = images.get("bookworm")
+    leak = f"oci-systemd-e2e-leak-{os.getpid()}"
+    (tmp_path / "hook").mkdir()
+    leaky = tmp_path / "hook" / "leaky-hook"
+    leaky.write_text(f"#!/bin/sh\ntouch /tmp/{leak} /run/{leak}\nexec {hook_path} \"$@\"\n")
+    leaky.chmod(0o755)
+    bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/bin/sh", "-c", "sleep 1000"])
+    try:
+        bundles.apply(bundle, cgroup="v1", copy_up="hook", hook_path=leaky, extra=("--force",))
+        sandbox = runc_harness.HostSandbox(tmp_path / "sandbox", bundle, keep=(leaky.parent, hook_path.parent))
+        with runc_harness.RuncContainer(bundle, sandbox=sandbox) as c:
+            c.start()
+            c.kill(9)
+        assert sandbox.leftovers() == [f"/run/{leak}", f"/tmp/{leak}"]
+        assert not Path(f"/tmp/{leak}").exists() and not Path(f"/run/{leak}").exists()
     finally:
         bundles.remove_bundle(bundle)
