@@ -63,7 +63,7 @@ def remove_tree(path: Path) -> None:
     rootfs_cache.remove_rootfs(path)
 
 
-def test_policy(tmp: Path, **journal: str) -> Path:
+def policy_with(tmp: Path, **journal: str) -> Path:
     """A copy of patches/ whose journal documents point into tmp (host mode never
     writes to the real /var/log/journal or /var/lib/oci-systemd in tests)."""
     policy = tmp / "policy"
@@ -146,3 +146,16 @@ class Podman:
         self.run("system", "reset", "--force", check=False, timeout=120)
         for d in (self.root, self.runroot):
             remove_tree(d)
+
+
+def runc_bundle(tarball: Path, bundle: Path) -> Path:
+    """`runc spec` next to a fresh copy of the Debian tree, edited for /sbin/init the
+    way the README's "Use with runc" does it."""
+    rootfs_cache.unpack(tarball, bundle / "rootfs")
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True, capture_output=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["args"] = ["/sbin/init"]
+    config["process"]["terminal"] = False
+    config["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(config, indent=2))
+    return bundle
