@@ -22,10 +22,12 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-## make bench: cost ratios measured side by side in one run
+## make bench: cost ratios measured side by side in one run (the runc ones need root)
+BENCHES := plan copyup boot batch load
 bench: venv
-	$(BIN)/python bench/bench_plan.py
-	@if [ -f bench/bench_copyup.py ]; then $(BIN)/python bench/bench_copyup.py; fi
+	@for b in $(BENCHES); do \
+	  if [ -f bench/bench_$$b.py ]; then echo "== bench/bench_$$b.py"; $(BIN)/python bench/bench_$$b.py || exit 1; fi; \
+	done
 
 ## make golden: rewrite golden/ after an intended change of behaviour (then read the diff)
 golden: venv
