@@ -13,6 +13,11 @@ from pathlib import Path
 
 from planhelp import GOLDEN
 
+# The copy-up suite's runc helpers (busybox images, Container) are reused here.
+_COPYUP_TESTS = str(Path(__file__).resolve().parents[1] / "copyup")
+if _COPYUP_TESTS not in sys.path:
+    sys.path.append(_COPYUP_TESTS)
+
 REPO = Path(__file__).resolve().parents[2]
 HOOK_SCRIPT = REPO / "transformer" / "copyup" / "hook.py"
 STATE_FILE = "<stdin: OCI state>"
