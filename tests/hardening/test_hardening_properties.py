@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from hardening_support import make_bundle, runc_spec_config
@@ -360,7 +360,9 @@ else:
             result = plan(copy.deepcopy(config), SYSTEMD_ROOTFS, options(**{**opts, "force": True}))
         except OciSystemdError as exc:
             assert "\n" not in exc.one_line()
+            event("refused with our error")
             return
+        event("planned")
         assert validate(result.config, VALIDATOR) == [], "the result is not schema-valid"
         again = plan(copy.deepcopy(result.config), SYSTEMD_ROOTFS, options(**{**opts, "force": True}))
         assert again.patch() == [], "not idempotent"
