@@ -98,6 +98,7 @@ def run_load(work: Path, n: int = 20, boot_timeout: float = 240) -> dict:
     finally:
         with ThreadPoolExecutor(max_workers=n) as pool:
             list(pool.map(_stop, containers))
+    left = still_known([c.id for c in containers])
     hooks = [line.split() for f in sorted(out_dir.iterdir()) for line in f.read_text().splitlines()]
     latencies = sorted(int(ns) / 1e6 for _, ns in hooks)
     return {
@@ -105,6 +106,7 @@ def run_load(work: Path, n: int = 20, boot_timeout: float = 240) -> dict:
         "hook_exit_codes": [int(rc) for rc, _ in hooks],
         "latencies_ms": latencies,
         "seconds_until_all_running": all_up,
+        "left_running": left,
         "rootfs": rootfs,
         "bundles": bundles,
     }
@@ -119,13 +121,28 @@ def _start(c: runc_harness.RuncContainer) -> str | None:
 
 
 def _stop(c: runc_harness.RuncContainer) -> None:
+    """SIGRTMIN+3, then `runc delete -f` by this container's id, unconditionally and
+    until runc no longer knows it: the harness's delete() skips a container whose
+    `runc state` fails once, which under this load left containers running."""
     try:
         if c.status() == "running":
             c.kill(37, timeout=30)
     except (runc_harness.RuncError, subprocess.TimeoutExpired):
         pass
-    finally:
-        c.__exit__(None, None, None)  # always runc delete -f
+    for _ in range(5):
+        c._run("delete", "-f", c.id, check=False, timeout=60)
+        if not still_known([c.id]):
+            break
+        time.sleep(0.5)
+    c.started = False
+    c.__exit__(None, None, None)
+
+
+def still_known(ids: list[str]) -> list[str]:
+    """The ids of `ids` that runc still lists."""
+    p = subprocess.run([runc_harness.RUNC, "list", "-q"], capture_output=True, text=True, timeout=60)
+    listed = set(p.stdout.split())
+    return [i for i in ids if i in listed]
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

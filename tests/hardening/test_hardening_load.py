@@ -27,6 +27,7 @@ def test_twenty_systemd_containers_at_once(tmp_path: Path):
         bad = [c for c in result["containers"] if c["start_error"] or c["state"] != "running" or c["failed_units"]]
         assert not bad, "\n\n".join(f"{c['id']}: {c['start_error'] or c['state']} failed={c['failed_units']}\n"
                                     f"{c['diagnostics']}" for c in bad)
+        assert result["left_running"] == [], "containers left behind"
         assert result["hook_exit_codes"] == [0] * N, result["hook_exit_codes"]
         ids = [c["machine_id"] for c in result["containers"]]
         assert all(re.fullmatch(r"[0-9a-f]{32}", i or "") for i in ids), ids
