@@ -27,11 +27,17 @@ pytestmark = [pytest.mark.root, pytest.mark.e2e]
 HOST_FILES = ["/etc/shadow", "/etc/passwd", "/etc/hostname", "/etc/machine-id", "/etc/hosts"]
 
 
+# Names the images put in their /run and /tmp: none may appear in the host's.
+IMAGE_NAMES = {"abs", "rel", "loop-a", "loop-b", "dir-link", "secret", "run2"}
+
+
 def _host_state(canary: Path) -> dict:
+    """Host files an escape would reach, the canary tree, and the image's names in the
+    host's /run and /tmp (other processes may create entries there meanwhile)."""
     out = {p: file_sha256(p) for p in HOST_FILES if os.path.isfile(p)}
     out["canary"] = tree_digest(canary)
     for d in ("/run", "/tmp"):
-        out[d] = sorted(os.listdir(d))
+        out[d] = sorted(IMAGE_NAMES & set(os.listdir(d)))
     return out
 
 
