@@ -43,7 +43,18 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
     changes = []
     created = {op.at for op in plan.ops if op.structural}
     replaced = {op.at: op.value for op in plan.ops if op.op == "replace"}
-    diff = DeepDiff(before, plan.config, view="tree", ignore_order=True)
+    # ignore_order: an insertion into mounts is one added item, not every later mount
+    # "changed". The cut-offs at 1.0 make deepdiff pair a changed mount with its old self
+    # however many mounts were added around it, so a new option shows as added to that
+    # mount instead of the mount being removed and re-added.
+    diff = DeepDiff(
+        before,
+        plan.config,
+        view="tree",
+        ignore_order=True,
+        cutoff_intersection_for_pairs=1.0,
+        cutoff_distance_for_pairs=1.0,
+    )
     for report, levels in diff.items():
         kind = _KINDS.get(report)
         if kind is None:

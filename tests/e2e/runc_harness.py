@@ -326,9 +326,15 @@ class RuncContainer:
         self.stop_seconds = time.monotonic() - t0
         return self.stop_seconds
 
-    def delete(self) -> None:
-        if self.state() is not None:
+    def delete(self, attempts: int = 20) -> None:
+        """`runc delete -f` by ID until runc no longer knows the container. One failed
+        `runc state` (a loaded machine) must not leak a running container."""
+        for _ in range(attempts):
             self._run("delete", "-f", self.id, check=False)
+            if self.state() is None:
+                return
+            time.sleep(0.1)
+        raise RuncError(f"{self.id}: still listed by runc after {attempts} deletes")
 
     # ---- context manager ------------------------------------------------------------
     def __enter__(self) -> "RuncContainer":

@@ -39,6 +39,10 @@ def _cgroup_mount(draft: Draft, mountpoint: str) -> int | None:
     return mounts.find(draft.doc["mounts"], mountpoint)
 
 
+def _all_at(draft: Draft, mountpoint: str) -> list[int]:
+    return [i for i, m in enumerate(draft.doc["mounts"]) if mounts.normalise(m.get("destination", "")) == mountpoint]
+
+
 def _force_option(draft: Draft, index: int, want: str, unwanted: str, concern: str, why: str) -> None:
     """Make mount `index` carry option `want` instead of `unwanted` (ro vs rw)."""
     options = draft.get("mounts", index, "options")
@@ -74,12 +78,14 @@ def _ensure_cgroup_mount(
 def contribute_v1(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.cgroup_v1
     c = CONCERN_V1
-    index = _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.read_only_why)
-    if index is not None:
-        mount = draft.doc["mounts"][index]
-        options = mount.get("options") or []
-        if mount.get("type") in _CGROUP_MOUNT_TYPES or "bind" in options or "rbind" in options:
-            _force_option(draft, index, "ro", "rw", c, policy.read_only_why)
+    if _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.read_only_why) is not None:
+        # Every cgroup or bind mount there, not only the visible last one: a hidden rw
+        # mount is one unmount away from exposing the host's controllers.
+        for index in _all_at(draft, policy.mountpoint):
+            mount = draft.doc["mounts"][index]
+            options = mount.get("options") or []
+            if mount.get("type") in _CGROUP_MOUNT_TYPES or "bind" in options or "rbind" in options:
+                _force_option(draft, index, "ro", "rw", c, policy.read_only_why)
 
     cgroups_path = draft.get("linux", "cgroupsPath")
     if cgroups_path is None:
