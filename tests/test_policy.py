@@ -53,11 +53,21 @@ def test_invalid_policy_names_file_and_pointer(name, mutate, pointer):
     assert err.value.pointer == pointer
 
 
+def test_partial_policy_dir_falls_back_to_builtin_documents(tmp_path: Path):
+    (tmp_path / "p").mkdir()
+    doc = json.loads((PATCHES / "tmpfs.json").read_text())
+    doc["defaultSize"] = "8m"
+    (tmp_path / "p" / "tmpfs.json").write_text(json.dumps(doc))
+    policy = load_policy(tmp_path / "p")
+    assert policy.tmpfs.default_size == "8m"
+    assert policy.capabilities == load_policy().capabilities
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PolicyError, match="holds none"):
+        load_policy(tmp_path / "empty")
+
+
 def test_missing_and_broken_documents(tmp_path: Path):
     shutil.copytree(PATCHES, tmp_path / "p")
-    (tmp_path / "p" / "tmpfs.json").unlink()
-    with pytest.raises(PolicyError, match="missing"):
-        load_policy(tmp_path / "p")
     (tmp_path / "p" / "tmpfs.json").write_text("{")
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "p")

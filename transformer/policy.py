@@ -390,11 +390,12 @@ _PARSERS: dict[str, Callable[[_Reader], Any]] = {
 }
 
 
-def parse_policy(docs: dict[str, Any], origin: str = "<memory>") -> Policy:
-    """Pure: turn the already-loaded documents (name -> JSON value) into a Policy."""
+def parse_policy(docs: dict[str, Any], origin: str = "<memory>", files: dict[str, str] | None = None) -> Policy:
+    """Pure: turn the already-loaded documents (name -> JSON value) into a Policy.
+    `files` names where each document came from, for error messages."""
     parsed = {}
     for name in DOCUMENTS:
-        file = f"{origin}/{name}.json"
+        file = (files or {}).get(name, f"{origin}/{name}.json")
         if name not in docs:
             raise PolicyError("policy document is missing", file=file)
         parsed[name.replace("-", "_")] = _PARSERS[name](_Reader(docs[name], file))
@@ -411,17 +412,27 @@ def default_policy_dir() -> Path:
 
 
 def load_policy(directory: Path | None = None) -> Policy:
-    """Edge: read every document of a policy directory (the built-in one by default)."""
-    directory = directory or default_policy_dir()
+    """Edge: read the policy documents (the built-in ones by default).
+
+    A user's --policy DIR need only hold the documents it changes: each one present
+    replaces the built-in document of the same name, the others stay built-in. So a
+    concern added by an upgrade does not break a directory written before it."""
+    builtin = default_policy_dir()
+    directory = directory or builtin
     if not directory.is_dir():
         raise PolicyError("is not a directory", file=str(directory))
-    docs = {}
+    if directory != builtin and not any((directory / f"{name}.json").is_file() for name in DOCUMENTS):
+        raise PolicyError(f"holds none of the policy documents ({', '.join(DOCUMENTS)}.json)", file=str(directory))
+    docs, files = {}, {}
     for name in DOCUMENTS:
         path = directory / f"{name}.json"
+        if not path.exists() and directory != builtin:
+            path = builtin / f"{name}.json"
         try:
             docs[name] = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PolicyError("policy document is missing", file=str(path)) from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise PolicyError(f"cannot read policy: {exc}", file=str(path)) from None
-    return parse_policy(docs, str(directory))
+        files[name] = str(path)
+    return parse_policy(docs, str(directory), files)
