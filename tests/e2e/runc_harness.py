@@ -63,10 +63,13 @@ class HostSandbox:
         self.run = Path(base) / "host-run"
         self.bundle = Path(bundle).resolve()
         self.binds: list[tuple[Path, Path]] = [(Path("/run/runc"), self.run / "runc")]
+        # The code the hooks run must stay visible too: the checkout (hook.py) and the
+        # interpreter's prefixes, which CI may well have cloned under /tmp.
+        keep = (*keep, _REPO, Path(sys.prefix), Path(sys.base_prefix))
         for top, root in ((Path("/tmp"), self.tmp), (Path("/run"), self.run)):
             root.mkdir(parents=True, exist_ok=True)
             root.chmod(0o1777 if top.name == "tmp" else 0o755)
-            for path in (self.bundle, *(Path(k).resolve() for k in keep)):
+            for path in _outermost([self.bundle, *(Path(k).resolve() for k in keep)]):
                 if path.is_relative_to(top):
                     self.binds.append((path, root / path.relative_to(top)))
         Path("/run/runc").mkdir(mode=0o700, exist_ok=True)
@@ -98,6 +101,15 @@ class HostSandbox:
                     if d / name not in skeleton:
                         found.append(f"{top}/{(d / name).relative_to(root)}")
         return sorted(found)
+
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """Each path once, and none inside another (one bind covers both)."""
+    unique = sorted(set(paths), key=lambda p: len(p.parts))
+    return [p for i, p in enumerate(unique) if not any(p.is_relative_to(q) for q in unique[:i])]
 
 
 def _q(p: os.PathLike | str) -> str:
