@@ -73,7 +73,7 @@ def transform_options(f: Callable) -> Callable:
         click.option("--capabilities", metavar="CAP,...", help="Replace the policy's capability set (CAP_SYS_ADMIN is refused)."),
         click.option("--force", is_flag=True, help="Treat the container as systemd whatever its command."),
         click.option("--policy", "policy_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-                     help="Use the policy documents in DIR instead of the built-in patches/."),
+                     help="Policy documents in DIR replace the built-in patches/ documents of the same name."),
         click.option("--runtime", default="runc", show_default=True, metavar="NAME",
                      help="Runtime probed for tmpcopyup support with --copy-up native."),
         click.option("--journal", type=click.Choice(["tmpfs", "host"]), default="tmpfs", show_default=True,
