@@ -124,7 +124,8 @@ def test_non_systemd_container_is_unchanged(podman, hooks_dir: Path, tmp_path: P
         cfg["process"]["env"] = sorted(e for e in cfg["process"]["env"] if not e.startswith("HOSTNAME="))
         if not cfg.get("hooks"):
             cfg.pop("hooks", None)  # podman writes "hooks": {} when a hooks dir has entries
-        cfg["mounts"] = [m["destination"] for m in cfg["mounts"]]
+        # podman orders its own binds (/etc/hosts, /etc/hostname, ...) from a Go map too
+        cfg["mounts"] = sorted(m["destination"] for m in cfg["mounts"])
         cfg["linux"].pop("cgroupsPath", None)
         cfg["annotations"].pop("io.kubernetes.cri-o.Created", None)
         cfg["linux"].pop("mountLabel", None)
