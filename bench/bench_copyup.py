@@ -154,10 +154,40 @@ def _bundle(dir: Path, rootfs: Path, mode: str) -> Path:
     return b
 
 
-def bench_runc(work: Path, runs: int = 11) -> None:
-    if not (os.path.exists(RUNC) and BUSYBOX):
-        print("runc create+delete: skipped (needs runc and busybox-static)")
-        return
+def _systemd_bundles(work: Path) -> dict[str, Path] | None:
+    """The same debootstrapped bookworm systemd bundle, transformed by oci-systemd in
+    three forms: hook copy-up, native tmpcopyup, and the native form without
+    tmpcopyup (no copy-up at all). None when no cached rootfs tarball exists."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    try:
+        import rootfs_cache
+    except ImportError:
+        return None
+    tarball = rootfs_cache.find_tarball(rootfs_cache.RootfsSpec(release="bookworm"))
+    if tarball is None:
+        return None
+    rootfs = rootfs_cache.unpack(tarball, work / "systemd-rootfs")
+    bundles = {}
+    for mode, copy_up in (("helper", "hook"), ("tmpcopyup", "native"), ("none", "native")):
+        b = work / f"systemd-{mode}"
+        b.mkdir(mode=0o755)
+        subprocess.run([RUNC, "spec", "--bundle", str(b)], check=True)
+        c = json.loads((b / "config.json").read_text())
+        c["root"] = {"path": str(rootfs), "readonly": False}
+        c["process"].update(terminal=False, args=["/sbin/init"])
+        (b / "config.json").write_text(json.dumps(c))
+        subprocess.run([PY, "-m", "transformer", "apply", str(b), "--cgroup", "v1", "--copy-up", copy_up],
+                       check=True, cwd=REPO, stderr=subprocess.DEVNULL)
+        if mode == "none":
+            c = json.loads((b / "config.json").read_text())
+            for m in c["mounts"]:
+                m["options"] = [o for o in m.get("options", []) if o != "tmpcopyup"]
+            (b / "config.json").write_text(json.dumps(c))
+        bundles[mode] = b
+    return bundles
+
+
+def _busybox_bundles(work: Path) -> dict[str, Path]:
     rootfs = work / "rootfs"
     for d in ("bin", "proc", "dev", "sys", "etc", "tmp", "run/lock", "run/systemd"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -169,7 +199,20 @@ def bench_runc(work: Path, runs: int = 11) -> None:
     (rootfs / "run" / "lock" / "subsys").mkdir()
     (rootfs / "tmp" / "keep").write_bytes(b"k")
     rootfs.chmod(0o755)
-    bundles = {m: _bundle(work, rootfs, m) for m in ("helper", "tmpcopyup", "none")}
+    return {m: _bundle(work, rootfs, m) for m in ("helper", "tmpcopyup", "none")}
+
+
+def bench_runc(work: Path, runs: int = 11) -> None:
+    if not os.path.exists(RUNC):
+        print("runc create+delete: skipped (needs runc)")
+        return
+    bundles = _systemd_bundles(work)
+    what = "systemd bookworm bundle"
+    if bundles is None:
+        if not BUSYBOX:
+            print("runc create+delete: skipped (needs a cached rootfs tarball or busybox-static)")
+            return
+        bundles, what = _busybox_bundles(work), "busybox bundle (no cached systemd rootfs)"
     times = {m: [] for m in bundles}
     for i in range(runs):
         for mode, b in bundles.items():
@@ -182,9 +225,10 @@ def bench_runc(work: Path, runs: int = 11) -> None:
                 subprocess.run([RUNC, "delete", "-f", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if i:
                 times[mode].append(time.perf_counter() - t0)
-    line("runc create+delete", "helper hook", times["helper"], "no copy-up", times["none"])
-    line("runc create+delete", "native tmpcopyup", times["tmpcopyup"], "no copy-up", times["none"])
-    line("runc create+delete", "helper hook", times["helper"], "native tmpcopyup", times["tmpcopyup"])
+    label = f"runc create+delete ({what})"
+    line(label, "helper hook", times["helper"], "no copy-up", times["none"])
+    line(label, "native tmpcopyup", times["tmpcopyup"], "no copy-up", times["none"])
+    line(label, "helper hook", times["helper"], "native tmpcopyup", times["tmpcopyup"])
 
 
 def main() -> int:
