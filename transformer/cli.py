@@ -199,32 +199,6 @@ def batch_options(f: Callable) -> Callable:
     return f
 
 
-def _host_directories(result, label: str, policy) -> None:
-    """Edge: create the host directories a plan names (--journal host) and register
-    them for `oci-systemd journal prune`. Only ever below the policy's hostDirectory."""
-    if not result.host_directories:
-        return
-    from .bundle import write_atomic
-
-    journal = policy.journal
-    for directory in result.host_directories:
-        path = Path(directory)
-        try:
-            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            try:
-                path.mkdir(mode=0o755)
-            except FileExistsError:
-                pass
-            if path.is_symlink() or not path.is_dir():
-                raise BundleError("exists and is not a directory; refusing to bind it", file=directory)
-            registry = Path(journal.registry_directory)
-            registry.mkdir(mode=0o755, parents=True, exist_ok=True)
-            record = json.dumps({"directory": directory, "bundle": label}) + "\n"
-            write_atomic(registry / path.name, record.encode("utf-8"), 0o644)
-        except OSError as exc:
-            raise BundleError(f"cannot create ({exc.strerror})", file=exc.filename or directory) from None
-
-
 def _internal_error_line(exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return f"internal error: {message} (set OCI_SYSTEMD_DEBUG=1 for a traceback)"
@@ -253,7 +227,9 @@ def _run_bundle(bundle_path: str) -> dict[str, Any]:
                 if result.ops:
                     messages.append(f"{loaded.label}: {len(result.ops)} changes pending")
             else:
-                _host_directories(result, loaded.label, job["shared"].policy)
+                from . import hostjournal
+
+                hostjournal.create_directories(result, loaded.label, job["shared"].policy)
                 if result.ops:
                     from .bundle import write_bundle
 
@@ -503,7 +479,9 @@ def filter_cmd(side_dir: str | None, **kw: Any) -> None:
     for mount in new.get("mounts") or []:
         if mount.get("source") in sources:
             mount["source"] = str(side / mount["source"])
-    _host_directories(result, f"container {options.container_id}", options.policy)
+    from . import hostjournal
+
+    hostjournal.create_directories(result, f"container {options.container_id}", options.policy)
     sys.stdout.write(json.dumps(new, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -632,63 +610,14 @@ def journal_prune(days: float, dry_run: bool, policy_dir: Path | None) -> None:
     and shutdown, so a running container's journal is younger than its uptime.
     Prints each removed directory on stdout.
     """
-    import shutil
-    import time
-
+    from . import hostjournal
     from .policy import load_policy
 
-    policy = load_policy(policy_dir).journal
-    registry = Path(policy.registry_directory)
-    host_own = _host_machine_id()
-    removed = kept = 0
-    now = time.time()
-    entries = sorted(registry.iterdir()) if registry.is_dir() else []
-    for entry in entries:
-        name = entry.name
-        if not re.fullmatch(r"[0-9a-f]{32}", name):
-            continue
-        directory = Path(policy.host_directory) / name
-        if name == host_own:
-            continue  # never the host's own journal, whatever the registry says
-        newest = _newest_mtime(directory)
-        if newest is not None and now - newest < days * 86400:
-            kept += 1
-            continue
+    removed, kept = hostjournal.prune(load_policy(policy_dir).journal, days, dry_run)
+    for directory in removed:
         click.echo(str(directory))
-        removed += 1
-        if dry_run:
-            continue
-        try:
-            if directory.is_symlink():
-                directory.unlink()
-            elif directory.exists():
-                shutil.rmtree(directory)
-            entry.unlink()
-        except OSError as exc:
-            raise BundleError(f"cannot remove ({exc.strerror})", file=exc.filename or str(directory)) from None
+    removed = len(removed)
     _say(f"journal prune: {'would remove' if dry_run else 'removed'} {removed}, kept {kept} (younger than {days:g} days)")
-
-
-def _host_machine_id() -> str | None:
-    try:
-        return Path("/etc/machine-id").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _newest_mtime(directory: Path) -> float | None:
-    """The newest mtime of directory and everything in it; None when it is gone."""
-    try:
-        newest = directory.lstat().st_mtime
-    except OSError:
-        return None
-    for dirpath, dirnames, filenames in os.walk(directory):
-        for name in dirnames + filenames:
-            try:
-                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
-            except OSError:
-                pass
-    return newest
 
 
 @cli.group("golden")
