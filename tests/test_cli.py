@@ -418,3 +418,13 @@ def test_default_hook_runs_isolated_interpreter(bundle: Path):
     # The registered command really runs: with no state on stdin it must refuse cleanly.
     result = subprocess.run([hook["path"], *hook["args"][1:]], input=b"", capture_output=True, timeout=30)
     assert result.returncode == 2 and b"Traceback" not in result.stderr and result.stderr.count(b"\n") == 1
+
+
+def test_symlinked_side_directory_is_refused(bundle: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (bundle / "oci-systemd").symlink_to(outside)
+    result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK)
+    assert result.returncode == 2
+    one_line_error(result, "oci-systemd", "symbolic link")
+    assert list(outside.iterdir()) == [], "apply wrote through the symlink"

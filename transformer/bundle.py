@@ -283,12 +283,22 @@ def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideF
                 target = bundle.directory / side.path
                 before_step("mkdir", target.parent)
                 target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                # A symlinked side directory would send the write out of the bundle.
+                for parent in _between(bundle.directory, target.parent):
+                    if parent.is_symlink():
+                        raise BundleError("is a symbolic link; refusing to write through it", file=str(parent))
                 if target.is_symlink() or (target.exists() and not target.is_file()):
                     raise BundleError("exists and is not a regular file; refusing to replace it", file=str(target))
                 write_atomic(target, side.content, side.mode)
             write_atomic(config_path, new, bundle.config_mode)
     except OSError as exc:
         raise BundleError(f"cannot write ({exc.strerror})", file=exc.filename or str(bundle.directory)) from None
+
+
+def _between(top: Path, directory: Path) -> list[Path]:
+    """The directories from just below `top` down to `directory`."""
+    parts = directory.relative_to(top).parts
+    return [top.joinpath(*parts[: i + 1]) for i in range(len(parts))]
 
 
 def _side_files_current(directory: Path, side_files: tuple[SideFile, ...]) -> bool:
