@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 RUNC = os.environ.get("OCI_SYSTEMD_RUNC", "runc")
 MONITOR = Path(__file__).resolve().with_name("runc_monitor.py")
@@ -45,6 +46,38 @@ _V2_SCRIPT = (
 # systemd 247/252: "Failed to connect to bus: ..."; 257: "Failed to connect to system
 # scope bus via local transport: ..."
 _BUS_NOT_READY = ("Failed to connect to bus", "Failed to connect to system scope bus")
+
+
+def poll_system_running(
+    exec_systemctl: Callable[[float], subprocess.CompletedProcess],
+    timeout: float = 60,
+    poll: float = 0.2,
+    transient: tuple[str, ...] = (),
+    alive: Callable[[], str | None] | None = None,
+) -> str:
+    """Poll ``systemctl is-system-running --wait`` (run by ``exec_systemctl(seconds_left)``
+    in whatever runtime) until systemd answers; return its last line ('running',
+    'degraded', ...). Right after start the bus socket does not exist yet and --wait
+    fails at once, so bus errors (and the runtime's own ``transient`` "not ready yet"
+    messages) are retried until ``timeout``. ``alive`` returns None while the container
+    runs, else a reason to stop waiting."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"timeout after {timeout}s (last: {last.strip()!r})"
+        try:
+            p = exec_systemctl(max(1.0, left))
+        except subprocess.TimeoutExpired:
+            return f"timeout after {timeout}s (still starting)"
+        last = (p.stdout + p.stderr).strip()
+        if last and not any(s in last for s in _BUS_NOT_READY + transient):
+            return last.splitlines()[-1].strip()
+        gone = alive() if alive is not None else None
+        if gone is not None:
+            return f"{gone} (last: {last!r})"
+        time.sleep(poll)
 
 
 class HostSandbox:
@@ -286,26 +319,20 @@ class RuncContainer:
         """Poll ``systemctl is-system-running --wait`` until systemd answers; return its
         output ('running', 'degraded', ...).  Right after start the bus socket does not
         exist yet and --wait fails at once, so bus errors are retried until ``timeout``."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return f"timeout after {timeout}s (last: {last.strip()!r})"
-            try:
-                p = self.exec("systemctl", "is-system-running", "--wait", timeout=left)
-            except subprocess.TimeoutExpired:
-                return f"timeout after {timeout}s (still starting)"
-            out = (p.stdout + p.stderr).strip()
-            last = out
-            if out and not any(s in out for s in _BUS_NOT_READY):
-                if self._t_start is not None and self.boot_seconds is None:
-                    self.boot_seconds = time.monotonic() - self._t_start
-                return out.splitlines()[-1].strip()
+        def alive() -> str | None:
             st = self.status()
-            if st != "running":
-                return f"container is {st!r} (last: {out!r})"
-            time.sleep(poll)
+            return None if st == "running" else f"container is {st!r}"
+
+        answer = poll_system_running(
+            lambda left: self.exec("systemctl", "is-system-running", "--wait", timeout=left),
+            timeout,
+            poll,
+            alive=alive,
+        )
+        answered = not answer.startswith(("timeout after", "container is"))
+        if answered and self._t_start is not None and self.boot_seconds is None:
+            self.boot_seconds = time.monotonic() - self._t_start
+        return answer
 
     def failed_units(self) -> list[str]:
         p = self.exec("systemctl", "--failed", "--no-legend", "--plain", "--no-pager")

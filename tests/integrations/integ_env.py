@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ if str(E2E) not in sys.path:
     sys.path.insert(0, str(E2E))
 
 import rootfs_cache  # noqa: E402  (tests/e2e)
+import runc_harness  # noqa: E402  (tests/e2e)
 
 from support import require_root, skip_or_fail  # noqa: E402
 
@@ -127,16 +127,12 @@ class Podman:
         return json.loads(Path(self.inspect(name)["OCIConfigPath"]).read_text())
 
     def wait_system_running(self, name: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            p = self.run("exec", name, "systemctl", "is-system-running", "--wait", check=False,
-                         timeout=max(1.0, deadline - time.monotonic()))
-            last = (p.stdout + p.stderr).strip()
-            if last and "Failed to connect to bus" not in last and "can only create exec sessions" not in last:
-                return last.splitlines()[-1]
-            time.sleep(0.2)
-        return f"timeout (last: {last!r})"
+        return runc_harness.poll_system_running(
+            lambda left: self.run("exec", name, "systemctl", "is-system-running", "--wait", check=False, timeout=left),
+            timeout,
+            # podman's own answer while the container is still being started
+            transient=("can only create exec sessions",),
+        )
 
     def cleanup(self) -> None:
         for name in self.containers:

@@ -144,16 +144,10 @@ class Docker:
         return self.exec_root / "containerd" / "daemon" / "io.containerd.runtime.v2.task" / "moby" / container_id
 
     def wait_system_running(self, cid: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            p = self.run("exec", cid, "systemctl", "is-system-running", "--wait", check=False,
-                         timeout=max(1.0, deadline - time.monotonic()))
-            last = (p.stdout + p.stderr).strip()
-            if last and "Failed to connect to bus" not in last:
-                return last.splitlines()[-1]
-            time.sleep(0.2)
-        return f"timeout (last: {last!r})"
+        return integ_env.runc_harness.poll_system_running(
+            lambda left: self.run("exec", cid, "systemctl", "is-system-running", "--wait", check=False, timeout=left),
+            timeout,
+        )
 
     # -- cleanup ----------------------------------------------------------------------
     def cleanup(self) -> list[str]:
