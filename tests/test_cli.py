@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import shutil
 import stat
@@ -155,12 +156,16 @@ def test_review_json(bundle: Path):
 
 
 def test_python_dash_m_and_cgroup_auto(bundle: Path):
-    result = cli("plan", str(bundle), *HOOK)  # --cgroup auto probes this host
+    result = cli("review", str(bundle), *HOOK)  # --cgroup auto probes this host
     assert result.returncode == 0, result.stderr
-    patch = json.loads(result.stdout)
-    v2 = any(op["path"] == "/linux/namespaces/-" for op in patch)
-    host_v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-    assert v2 == host_v2
+    out = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
+    host = re.search(r"^  cgroup host: +(.*)$", out, re.M).group(1)
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        assert host.startswith("a cgroup v2 host"), host
+    elif Path("/sys/fs/cgroup/unified/cgroup.controllers").exists():
+        assert host.startswith("a hybrid host"), host
+    else:
+        assert host.startswith("a legacy cgroup v1 host"), host
 
 
 def test_native_mode_refused_when_runtime_lacks_tmpcopyup(bundle: Path, tmp_path: Path):

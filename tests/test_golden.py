@@ -23,12 +23,28 @@ from transformer.schema import DEFAULT_SCHEMA_DIR, load_validator, validate
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = golden.discover(GOLDEN)
+# Cases whose plan is refused keep the one-line error instead of a patch.
+REFUSED = [c for c in CASES if (c / golden.ERRORS).is_file()]
+PLANNED = [c for c in CASES if c not in REFUSED]
 POLICY = load_policy()
 
 
 def test_cases_exist():
     # Finding no cases must fail, not pass vacuously.
-    assert len(CASES) >= 15, f"only {len(CASES)} golden cases under {GOLDEN}"
+    assert len(PLANNED) >= 15, f"only {len(PLANNED)} golden cases under {GOLDEN}"
+    assert len(REFUSED) >= 2, f"only {len(REFUSED)} refused golden cases under {GOLDEN}"
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
+def test_refused_case_is_bad_input_in_one_line(case: Path):
+    from transformer.errors import EXIT_BAD_INPUT, OciSystemdError
+
+    config, rootfs, options = _inputs(case)
+    with pytest.raises(OciSystemdError) as refused:
+        plan(config, rootfs, options)
+    assert refused.value.exit_code == EXIT_BAD_INPUT
+    assert "\n" not in refused.value.one_line()
+    assert not any((case / name).exists() for name in golden.EXPECTED)
 
 
 def _deepdiff_summary(mismatch: golden.Mismatch) -> str:
@@ -59,7 +75,7 @@ def _inputs(case: Path):
     return config, rootfs, golden.case_options(case, POLICY)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", PLANNED, ids=[c.name for c in PLANNED])
 def test_golden_patch_applies_and_is_idempotent(case: Path):
     config, rootfs, options = _inputs(case)
     patch = json.loads((case / "expected.patch.json").read_text())
@@ -69,7 +85,7 @@ def test_golden_patch_applies_and_is_idempotent(case: Path):
     assert again.patch() == [], f"re-planning {case.name} is not a no-op: {again.patch()}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", PLANNED, ids=[c.name for c in PLANNED])
 def test_golden_result_is_schema_valid(case: Path):
     if not (DEFAULT_SCHEMA_DIR / "config-schema.json").is_file():
         skip_or_fail("OCI schema not installed (golang-github-opencontainers-specs-dev)")

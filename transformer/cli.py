@@ -61,8 +61,10 @@ def _emit(text: str, output: str) -> None:
 def transform_options(f: Callable) -> Callable:
     """The options every planning command shares."""
     decorators = [
-        click.option("--cgroup", type=click.Choice(["v1", "v2", "auto"]), default="auto", show_default=True,
-                     help="Host cgroup version; auto probes /sys/fs/cgroup where this command runs."),
+        click.option("--cgroup", type=click.Choice(["auto", "v2", "hybrid", "legacy", "v1"]), default="auto",
+                     show_default=True,
+                     help="The host's cgroups: auto probes /sys/fs/cgroup where this command runs; v2, hybrid or "
+                          "legacy name the host's kind; v1 asks for the v1 view on any v1 host."),
         click.option("--copy-up", "copy_up", type=click.Choice(["hook", "native"]), default="hook", show_default=True,
                      help="hook: register oci-systemd-copyup as a prestart hook; native: runc/crun's tmpcopyup."),
         click.option("--hook-path", metavar="PATH",
@@ -90,12 +92,12 @@ def shared_options(kw: dict[str, Any]):
     once), with a placeholder container ID that bundle_options() replaces."""
     from .options import Options, normalise_capability
     from .policy import load_policy
-    from .probe import cgroup_version, copyup_hook_command, runtime_mount_options
+    from .probe import cgroup_host, copyup_hook_command, runtime_mount_options
 
     policy = load_policy(kw["policy_dir"])
-    cgroup = kw["cgroup"] if kw["cgroup"] != "auto" else cgroup_version()
+    cgroup = kw["cgroup"] if kw["cgroup"] != "auto" else cgroup_host()
     hook_command = (kw["hook_path"],) if kw["hook_path"] is not None else None
-    if kw["copy_up"] == "hook" and hook_command is None:
+    if hook_command is None:  # native mode too: a user namespace needs the helper
         hook_command = copyup_hook_command(policy.copy_up.hook_script)
     if kw["copy_up"] == "native":
         supported = runtime_mount_options(kw["runtime"])

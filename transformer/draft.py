@@ -55,6 +55,15 @@ class SideFile(NamedTuple):
     mode: int = 0o444
 
 
+class HostDirectory(NamedTuple):
+    """A host directory a bind mount of the plan needs (--journal host), and the host
+    uid and gid that must own it: the container's root, mapped or not."""
+
+    path: str
+    uid: int = 0
+    gid: int = 0
+
+
 class Plan(NamedTuple):
     systemd: bool
     ops: tuple[Op, ...]
@@ -64,7 +73,7 @@ class Plan(NamedTuple):
     config: dict[str, Any]
     # Host directories the bundle's bind mounts need (--journal host). The core only
     # names them; the edge (apply, filter) creates them.
-    host_directories: tuple[str, ...] = ()
+    host_directories: tuple[HostDirectory, ...] = ()
 
     def patch(self) -> list[dict[str, Any]]:
         return [op.to_json() for op in self.ops]

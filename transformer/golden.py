@@ -1,7 +1,9 @@
 """Golden cases: a config in, the exact patch, config and review out, kept in review.
 
 A case is a directory holding config.json, optional options.json and rootfs.json (a
-DescribedRootfs), and the expected files. The repository's own golden tests and the
+DescribedRootfs), and the expected files: the patch, config and review of a plan, or
+errors.txt, the one line a refused plan reports (kustomize keeps refusals as fixtures
+the same way). The repository's own golden tests and the
 `oci-systemd golden check|update` command share this code path.
 """
 
@@ -14,13 +16,14 @@ from typing import Any, NamedTuple
 
 from .bundle import dumps, read_config_file, write_atomic
 from .config import parse_config, parse_json
-from .errors import ConfigError
+from .errors import ConfigError, OciSystemdError
 from .options import Options
 from .plan import plan
 from .policy import Policy
 from .rootfs import DescribedRootfs, EmptyRootfs
 
 EXPECTED = ("expected.patch.json", "expected.config.json", "review.txt")
+ERRORS = "errors.txt"
 DEFAULT_HOOK_PATH = "/usr/local/bin/oci-systemd-copyup"
 
 _OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force", "journal"}
@@ -81,7 +84,11 @@ def render(case: Path, policy: Policy) -> dict[str, str]:
     config = parse_config(data, str(case / "config.json"))
     rootfs_path = case / "rootfs.json"
     rootfs = DescribedRootfs(_read_json(rootfs_path)) if rootfs_path.is_file() else EmptyRootfs()
-    result = plan(config, rootfs, case_options(case, policy))
+    options = case_options(case, policy)
+    try:
+        result = plan(config, rootfs, options)
+    except OciSystemdError as exc:
+        return {ERRORS: exc.one_line() + "\n"}
     return {
         "expected.patch.json": json.dumps(result.patch(), indent=2, ensure_ascii=False) + "\n",
         "expected.config.json": dumps(result.config).decode("utf-8"),
@@ -91,20 +98,29 @@ def render(case: Path, policy: Policy) -> dict[str, str]:
 
 def check(case: Path, policy: Policy) -> list[Mismatch]:
     mismatches = []
-    for name, actual in render(case, policy).items():
+    rendered = render(case, policy)
+    for name, actual in rendered.items():
         path = case / name
         expected = path.read_text(encoding="utf-8") if path.is_file() else None
         if expected != actual:
             mismatches.append(Mismatch(case.name, name, expected, actual))
+    for name in (*EXPECTED, ERRORS):  # a plan that now succeeds, or now fails
+        if name not in rendered and (case / name).is_file():
+            mismatches.append(Mismatch(case.name, name, (case / name).read_text(encoding="utf-8"), ""))
     return mismatches
 
 
 def update(case: Path, policy: Policy) -> list[str]:
     """Rewrite the expected files; return the names that changed."""
     changed = []
-    for name, actual in render(case, policy).items():
+    rendered = render(case, policy)
+    for name, actual in rendered.items():
         path = case / name
         if not path.is_file() or path.read_text(encoding="utf-8") != actual:
             write_atomic(path, actual.encode("utf-8"), 0o644)
+            changed.append(name)
+    for name in (*EXPECTED, ERRORS):
+        if name not in rendered and (case / name).is_file():
+            (case / name).unlink()
             changed.append(name)
     return changed

@@ -25,7 +25,8 @@ def create_directories(result, label: str, policy) -> None:
     if not result.host_directories:
         return
     journal = policy.journal
-    for directory in result.host_directories:
+    for entry in result.host_directories:
+        directory = entry.path
         path = Path(directory)
         try:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -35,6 +36,8 @@ def create_directories(result, label: str, policy) -> None:
                 pass
             if path.is_symlink() or not path.is_dir():
                 raise BundleError("exists and is not a directory; refusing to bind it", file=directory)
+            # The container's root (a mapped uid in a user namespace) writes there.
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
             registry = Path(journal.registry_directory)
             registry.mkdir(mode=0o755, parents=True, exist_ok=True)
             record = json.dumps({"directory": directory, "bundle": label}) + "\n"

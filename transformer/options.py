@@ -1,7 +1,7 @@
 """The one frozen object that configures the pure core.
 
-Everything the core may depend on is here as a value: the policy, the cgroup version
-(already probed by the CLI), the copy-up mode and the container ID. The core itself
+Everything the core may depend on is here as a value: the policy, the host's kind of
+cgroups (already probed by the CLI), the copy-up mode and the container ID. The core itself
 reads no host state, no clock and no environment.
 """
 
@@ -14,7 +14,12 @@ from typing import Literal
 from .errors import OptionsError
 from .policy import Policy
 
-CgroupVersion = Literal["v1", "v2"]
+# The kind of host the bundle will run on, as the edge probed it (--cgroup auto) or the
+# user named it: "v2" (cgroup2 on /sys/fs/cgroup), "hybrid" (v1 controllers plus the
+# unified hierarchy at /sys/fs/cgroup/unified), "legacy" (v1 only), or "v1" (a v1 host of
+# either kind, where the v1 view is wanted whatever the image's systemd).
+CgroupHost = Literal["v2", "hybrid", "legacy", "v1"]
+CGROUP_HOSTS = ("v2", "hybrid", "legacy", "v1")
 CopyUpMode = Literal["hook", "native"]
 JournalMode = Literal["tmpfs", "host"]
 
@@ -26,7 +31,7 @@ _CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
 class Options:
     policy: Policy
     container_id: str
-    cgroup: CgroupVersion = "v1"
+    cgroup: CgroupHost = "v1"
     copy_up: CopyUpMode = "hook"
     # How the runtime runs the copy-up helper (hook mode only): the absolute program,
     # then its leading arguments, e.g. ("/usr/bin/python3", "-I", "-S", ".../hook.py")
@@ -42,8 +47,8 @@ class Options:
 
     def __post_init__(self) -> None:
         # Validate when configured, so applying only applies (the kustomize lesson).
-        if self.cgroup not in ("v1", "v2"):
-            raise OptionsError(f"--cgroup must be v1, v2 or auto, not {self.cgroup!r}")
+        if self.cgroup not in CGROUP_HOSTS:
+            raise OptionsError(f"--cgroup must be one of {', '.join(CGROUP_HOSTS)} or auto, not {self.cgroup!r}")
         if self.copy_up not in ("hook", "native"):
             raise OptionsError(f"--copy-up must be hook or native, not {self.copy_up!r}")
         if self.journal not in ("tmpfs", "host"):

@@ -15,6 +15,7 @@ from .config import check_config
 from .draft import Draft, Plan
 from .options import Options
 from .rootfs import RootfsView
+from .systemd_version import systemd_version
 
 
 def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
@@ -28,6 +29,24 @@ def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
     return machine_id.machine_id_for(options.container_id), f"from container ID {options.container_id!r}"
 
 
+def _mapped_root(mappings: object) -> int:
+    """The host ID that the container's ID 0 maps to; 0 without a mapping of it."""
+    for mapping in mappings if isinstance(mappings, list) else []:
+        if not isinstance(mapping, dict):
+            continue
+        start, host, size = (mapping.get(k) for k in ("containerID", "hostID", "size"))
+        if all(isinstance(v, int) for v in (start, host, size)) and start <= 0 < start + size:
+            return host - start
+    return 0
+
+
+def _user_namespace_fact(ctx: Context) -> str:
+    if not ctx.user_namespace:
+        return "no: the container's root is the host's root"
+    uid, gid = ctx.mapped_root
+    return f"yes: the container's root is host uid {uid}, gid {gid}"
+
+
 def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
     check_config(config, None)  # the caller names the file in the error
     detection = detect(config, rootfs, options.policy.detection, options.force)
@@ -38,15 +57,25 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
         return Plan(False, (), (), tuple(draft.notes), tuple(facts), draft.doc)
 
     mid, mid_source = _machine_id(config, options)
+    version = systemd_version(rootfs)
+    view = cgroups.choose_view(options, version)
+    linux = config.get("linux") or {}
     ctx = Context(
         options=options,
         rootfs=rootfs,
         machine_id=mid,
         readonly_root=bool((config.get("root") or {}).get("readonly")),
-        mount_label=(config.get("linux") or {}).get("mountLabel") or None,
+        mount_label=linux.get("mountLabel") or None,
+        systemd=version,
+        cgroup_view=view,
+        user_namespace=any(ns.get("type") == "user" for ns in linux.get("namespaces") or []),
+        mapped_root=(_mapped_root(linux.get("uidMappings")), _mapped_root(linux.get("gidMappings"))),
     )
     facts += [
-        ("cgroup", options.cgroup),
+        ("systemd version", str(version) if version else f"unknown (no libsystemd-shared in {rootfs.label})"),
+        ("cgroup host", cgroups.HOST_NAMES[options.cgroup]),
+        ("cgroup view", str(view)),
+        ("user namespace", _user_namespace_fact(ctx)),
         ("copy-up", options.copy_up),
         ("machine-id", f"{mid} ({mid_source})"),
         ("root", "read-only" if ctx.readonly_root else "writable"),

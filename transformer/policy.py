@@ -122,15 +122,24 @@ class CgroupV1Policy(NamedTuple):
     hierarchy_why: str
     default_cgroups_path: str
     cgroups_path_why: str
+    namespace: str
+    namespace_why: str
+    # The newest systemd that runs on v1; a newer one gets the unified view or is refused.
+    last_systemd: int
+    last_systemd_why: str
+    hybrid_why: str
 
 
 class CgroupV2Policy(NamedTuple):
     why: str
     mountpoint: str
+    mount_type: str
+    mount_type_why: str
     cgroup_mount_options: tuple[str, ...]
     writable_why: str
     namespace: str
     namespace_why: str
+    hybrid_why: str
 
 
 class MachineIdPolicy(NamedTuple):
@@ -195,6 +204,7 @@ class CopyUpPolicy(NamedTuple):
     hook_script: str
     hook_timeout: int
     hook_why: str
+    delegate_why: str
     native_option: str
     native_why: str
 
@@ -272,17 +282,30 @@ def _cgroup_v1(r: _Reader) -> CgroupV1Policy:
         hierarchy_why=r.str("hierarchyWhy"),
         default_cgroups_path=template,
         cgroups_path_why=r.str("cgroupsPathWhy"),
+        namespace=r.str("namespace"),
+        namespace_why=r.str("namespaceWhy"),
+        last_systemd=r.int("lastSystemd"),
+        last_systemd_why=r.str("lastSystemdWhy"),
+        hybrid_why=r.str("hybridWhy"),
     )
 
 
 def _cgroup_v2(r: _Reader) -> CgroupV2Policy:
+    mount_type = r.str("mountType")
+    if mount_type != "cgroup2":
+        # "cgroup" is every v1 controller on a v1 host; writable there it hands the
+        # container its own limits.
+        r._fail("must be cgroup2: type cgroup mounts every v1 controller on a v1 host", "mountType")
     return CgroupV2Policy(
         why=r.str("why"),
         mountpoint=r.path("mountpoint"),
+        mount_type=mount_type,
+        mount_type_why=r.str("mountTypeWhy"),
         cgroup_mount_options=r.strs("cgroupMountOptions"),
         writable_why=r.str("writableWhy"),
         namespace=r.str("namespace"),
         namespace_why=r.str("namespaceWhy"),
+        hybrid_why=r.str("hybridWhy"),
     )
 
 
@@ -371,6 +394,7 @@ def _copy_up(r: _Reader) -> CopyUpPolicy:
         hook_script=hook.str("script"),
         hook_timeout=hook.int("timeout"),
         hook_why=hook.str("why"),
+        delegate_why=hook.str("delegateWhy"),
         native_option=native.str("option"),
         native_why=native.str("why"),
     )

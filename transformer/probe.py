@@ -9,24 +9,35 @@ from pathlib import Path
 from .errors import OptionsError
 
 
-def cgroup_version(mountinfo: str = "/proc/self/mountinfo") -> str:
-    """v2 when /sys/fs/cgroup itself is cgroup2; v1 for legacy and hybrid hosts
-    (tmpfs on /sys/fs/cgroup with v1 controllers below it)."""
+def cgroup_host(mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The host's kind of cgroups, from the mount table of the namespace runc will use:
+    "v2" when /sys/fs/cgroup itself is cgroup2; "hybrid" when it is a tmpfs of v1
+    hierarchies with the unified one mounted below it (/sys/fs/cgroup/unified, as
+    systemd does it); "legacy" when there are v1 hierarchies only."""
     try:
         lines = Path(mountinfo).read_text().splitlines()
     except OSError as exc:
-        raise OptionsError(f"cannot read {mountinfo} to probe cgroups ({exc.strerror}); pass --cgroup v1|v2") from None
-    fstype = None
+        raise OptionsError(f"cannot read {mountinfo} to probe cgroups ({exc.strerror}); pass --cgroup") from None
+    top = None
+    unified_below = False
     for line in lines:
         fields = line.split()
         if len(fields) < 7 or "-" not in fields:
             continue
         sep = fields.index("-")
-        if fields[4] == "/sys/fs/cgroup" and sep + 1 < len(fields):
-            fstype = fields[sep + 1]  # the last mount there wins
-    if fstype is None:
-        raise OptionsError("nothing is mounted on /sys/fs/cgroup; pass --cgroup v1|v2")
-    return "v2" if fstype == "cgroup2" else "v1"
+        if sep + 1 >= len(fields):
+            continue
+        mount_point, fstype = fields[4], fields[sep + 1]
+        if mount_point == "/sys/fs/cgroup":
+            top = fstype  # the last mount there wins, and hides what was below it
+            unified_below = False
+        elif mount_point.startswith("/sys/fs/cgroup/") and fstype == "cgroup2":
+            unified_below = True
+    if top is None:
+        raise OptionsError("nothing is mounted on /sys/fs/cgroup; pass --cgroup v2|hybrid|legacy")
+    if top == "cgroup2":
+        return "v2"
+    return "hybrid" if unified_below else "legacy"
 
 
 def copyup_hook_command(script: str) -> tuple[str, ...] | None:

@@ -44,6 +44,22 @@ class RootfsView:
         """The entry at components, whose parents are real directories (never links)."""
         raise NotImplementedError
 
+    def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
+        """The sorted names in the real directory at components (empty when it is none)."""
+        raise NotImplementedError
+
+    def names(self, path: str) -> tuple[str, ...]:
+        """The sorted names in the directory path designates, links resolved inside the
+        rootfs; empty when it is missing, not a directory or loops."""
+        try:
+            resolved = self.resolve(path)
+        except ResolveError:
+            return ()
+        components = tuple(c for c in resolved.split("/") if c)
+        if components and self._entry(components).kind != "dir":
+            return ()
+        return self._names(components)
+
     def resolve(self, path: str, *, follow_final: bool = True) -> str:
         """The absolute path inside the rootfs that path designates, links resolved.
 
@@ -155,6 +171,9 @@ class EmptyRootfs(RootfsView):
     def _entry(self, components: tuple[str, ...]) -> Entry:
         return Entry("missing")
 
+    def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
+        return ()
+
 
 class DescribedRootfs(RootfsView):
     """A rootfs described as data: {"/sbin/init": {"symlink": "/lib/systemd/systemd"},
@@ -177,6 +196,10 @@ class DescribedRootfs(RootfsView):
 
     def _entry(self, components: tuple[str, ...]) -> Entry:
         return self._entries.get(components, Entry("missing"))
+
+    def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
+        depth = len(components)
+        return tuple(sorted(c[-1] for c in self._entries if len(c) == depth + 1 and c[:depth] == components))
 
 
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -227,6 +250,26 @@ class HostRootfs(RootfsView):
         if found is None:
             found = self._entries[components] = self._lookup(components)
         return found
+
+    def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
+        parent = self._dir_fd(components[:-1]) if components else None
+        try:
+            if not components:
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._fds[()])
+            elif parent is None:
+                return ()
+            else:
+                # O_PATH fds cannot be listed: open this one directory for reading, still
+                # without following a link swapped in for it.
+                fd = os.open(components[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                return ()
+            raise
+        try:
+            return tuple(sorted(os.listdir(fd)))
+        finally:
+            os.close(fd)
 
     def _lookup(self, components: tuple[str, ...]) -> Entry:
         parent = self._dir_fd(components[:-1])

@@ -1,18 +1,67 @@
-"""cgroups for systemd: v1 (patches/cgroup-v1.json) or v2 (patches/cgroup-v2.json).
+"""cgroups for systemd: the v1 view (patches/cgroup-v1.json) or the unified view
+(patches/cgroup-v2.json), each with a cgroup namespace.
 
-The version is a value in Options: the CLI probes the host (or takes --cgroup), the
-core never looks.
+Which view a container gets follows from two facts: the host's kind of cgroups (a value
+in Options: the CLI probes the host or takes --cgroup; the core never looks) and the
+image's systemd version (read from the rootfs). choose_view() decides, and says why.
 """
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 from .. import mounts
 from ..draft import Draft
-from ..errors import ConfigError
+from ..errors import ConfigError, OptionsError
+from ..options import Options
+from ..systemd_version import SystemdVersion
 from .context import Context
 
 CONCERN_V1 = "cgroup-v1"
 CONCERN_V2 = "cgroup-v2"
+
+HOST_NAMES = {
+    "v2": "a cgroup v2 host",
+    "hybrid": "a hybrid host (v1 controllers, unified hierarchy at /sys/fs/cgroup/unified)",
+    "legacy": "a legacy cgroup v1 host (no unified hierarchy)",
+    "v1": "a cgroup v1 host (--cgroup v1)",
+}
+
+
+class CgroupView(NamedTuple):
+    view: Literal["unified", "v1"]
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.view} ({self.why})"
+
+
+def choose_view(options: Options, systemd: SystemdVersion | None) -> CgroupView:
+    """The view this container gets on the host Options names, or OptionsError when the
+    image's systemd cannot run there at all (refused at plan time: nothing is written,
+    instead of a PID 1 that exits 255 without a word)."""
+    v1, v2 = options.policy.cgroup_v1, options.policy.cgroup_v2
+    host = options.cgroup
+    too_new = systemd is not None and systemd.version > v1.last_systemd
+    if host == "v2":
+        return CgroupView("unified", "the host's only hierarchy is cgroup2")
+    if host == "hybrid":
+        if systemd is None:
+            return CgroupView("unified", "the image's systemd version is unknown, and every systemd runs in "
+                                         f"the unified view; {v2.hybrid_why}")
+        if too_new:
+            return CgroupView("unified", f"systemd {systemd.version} > {v1.last_systemd}: {v1.last_systemd_why}; "
+                                         f"{v2.hybrid_why}")
+        return CgroupView("v1", f"systemd {systemd.version} <= {v1.last_systemd}: {v1.hybrid_why}")
+    if too_new:
+        raise OptionsError(
+            f"the image's systemd {systemd.version} ({systemd.evidence}) cannot run on {HOST_NAMES[host]}: "
+            f"{v1.last_systemd_why}; run it on a cgroup v2 or hybrid host (--cgroup auto there), "
+            f"or use an image with systemd {v1.last_systemd} or older"
+        )
+    if systemd is None:
+        return CgroupView("v1", f"{HOST_NAMES[host]} offers only v1; the image's systemd version is unknown")
+    return CgroupView("v1", f"{HOST_NAMES[host]} offers only v1, and systemd {systemd.version} runs there")
 
 _CGROUP_MOUNT_TYPES = ("cgroup", "cgroup2")
 
@@ -114,21 +163,39 @@ def contribute_v1(draft: Draft, ctx: Context) -> None:
         c,
         policy.hierarchy_why,
     )
-    if draft.get("linux", "uidMappings"):
+    _ensure_namespace(draft, policy.namespace, c, policy.namespace_why)
+    if ctx.user_namespace:
         draft.note(
-            "warning",
+            "info",
             c,
-            "with a user namespace on v1 the host's name=systemd directory belongs to host root; "
-            "it must be chowned to the mapped root before systemd can write to it",
+            "a user namespace: the copy-up helper gives the container's name=systemd directory to its mapped root "
+            "before systemd starts",
         )
 
 
-def contribute_v2(draft: Draft, ctx: Context) -> None:
+def _ensure_namespace(draft: Draft, namespace: str, concern: str, why: str) -> None:
+    namespaces = draft.get("linux", "namespaces") or []
+    if any(ns.get("type") == namespace for ns in namespaces):
+        draft.note("kept", concern, f"the config already has a {namespace} namespace")
+        return
+    draft.ensure_object(("linux",), concern, "the config has no linux section")
+    draft.ensure_list(("linux", "namespaces"), concern, "the config has no namespaces list")
+    draft.add(("linux", "namespaces", "-"), {"type": namespace}, concern, why)
+
+
+def contribute_unified(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.cgroup_v2
     c = CONCERN_V2
-    index = _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.writable_why)
+    index = mounts.find(draft.doc["mounts"], policy.mountpoint)
     if index is None:
-        pass
+        at = mounts.insertion_index(draft.doc["mounts"], policy.mountpoint)
+        draft.add(
+            ("mounts", at),
+            {"destination": policy.mountpoint, "type": policy.mount_type, "source": policy.mount_type,
+             "options": list(policy.cgroup_mount_options)},
+            c,
+            f"{policy.writable_why}; {policy.mount_type_why}",
+        )
     elif draft.doc["mounts"][index].get("type") in _CGROUP_MOUNT_TYPES:
         _force_option(draft, index, "rw", "ro", c, policy.writable_why)
     else:
@@ -138,25 +205,31 @@ def contribute_v2(draft: Draft, ctx: Context) -> None:
             f"{policy.mountpoint} is a {draft.doc['mounts'][index].get('type')} mount, not cgroup; left as it is",
             ("mounts", index),
         )
-    namespaces = draft.get("linux", "namespaces") or []
-    if any(ns.get("type") == policy.namespace for ns in namespaces):
-        draft.note("kept", c, f"the config already has a {policy.namespace} namespace")
-    else:
-        draft.ensure_object(("linux",), c, "the config has no linux section")
-        draft.ensure_list(("linux", "namespaces"), c, "the config has no namespaces list")
-        draft.add(("linux", "namespaces", "-"), {"type": policy.namespace}, c, policy.namespace_why)
+    # Every cgroup mount there, hidden ones included: a user namespace holds
+    # CAP_SYS_ADMIN, and an unmount would bring a hidden v1 one back.
+    for i in _all_at(draft, policy.mountpoint):
+        if draft.doc["mounts"][i].get("type") == "cgroup":
+            draft.replace(("mounts", i, "type"), policy.mount_type, c, policy.mount_type_why)
+    _ensure_namespace(draft, policy.namespace, c, policy.namespace_why)
     stale = mounts.find(draft.doc["mounts"], ctx.options.policy.cgroup_v1.hierarchy)
     if stale is not None:
         draft.note(
             "warning",
             c,
-            "the config binds a v1 name=systemd hierarchy; it was prepared for a cgroup v1 host",
+            "the config binds a v1 name=systemd hierarchy; it was prepared for the v1 view",
             ("mounts", stale),
+        )
+    if ctx.user_namespace:
+        draft.note(
+            "info",
+            c,
+            "a user namespace: the copy-up helper gives the container's cgroup (the directory, cgroup.procs, "
+            "cgroup.threads, cgroup.subtree_control) to its mapped root before systemd starts",
         )
 
 
 def contribute(draft: Draft, ctx: Context) -> None:
-    if ctx.options.cgroup == "v1":
+    if ctx.cgroup_view.view == "v1":
         contribute_v1(draft, ctx)
     else:
-        contribute_v2(draft, ctx)
+        contribute_unified(draft, ctx)

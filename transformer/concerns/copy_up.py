@@ -25,14 +25,14 @@ def _registered(draft: Draft, name: str, script: str) -> str | None:
 
 def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
     policy = ctx.options.policy.copy_up
-    if not destinations:
-        return
     if ctx.options.copy_up == "native":
         for dest in destinations:
             index = mounts.find(draft.doc["mounts"], dest)
             assert index is not None, dest  # added by the tmpfs concern in this plan
             if policy.native_option not in draft.doc["mounts"][index]["options"]:
                 draft.add(("mounts", index, "options", "-"), policy.native_option, CONCERN, policy.native_why)
+        destinations = []  # the runtime copies; the helper is wanted only for delegation
+    if not destinations and not ctx.user_namespace:
         return
     stage = _registered(draft, policy.hook_name, policy.hook_script)
     if stage is not None:
@@ -40,7 +40,14 @@ def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
         return
     command = ctx.options.hook_command
     if command is None:
-        raise OptionsError(f"cannot find {policy.hook_name}; pass --hook-path or use --copy-up native")
+        if destinations:
+            raise OptionsError(f"cannot find {policy.hook_name}; pass --hook-path or use --copy-up native")
+        raise OptionsError(f"cannot find {policy.hook_name}, which a user namespace needs; pass --hook-path")
+    does = []
+    if ctx.user_namespace:
+        does.append(policy.delegate_why)
+    if destinations:
+        does.append(f"copies {', '.join(destinations)}")
     draft.ensure_object(("hooks",), CONCERN, "the config has no hooks")
     draft.ensure_list(("hooks", policy.hook_stage), CONCERN, f"the config has no {policy.hook_stage} hooks")
     draft.add(
@@ -51,5 +58,5 @@ def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
             "timeout": policy.hook_timeout,
         },
         CONCERN,
-        f"{policy.hook_why}; copies {', '.join(destinations)}",
+        f"{policy.hook_why}; " + "; ".join(does),
     )

@@ -7,7 +7,7 @@ Plan.host_directories; creating that directory is the edge's job (apply, filter)
 from __future__ import annotations
 
 from .. import mounts
-from ..draft import Draft
+from ..draft import Draft, HostDirectory
 from .context import Context
 
 CONCERN = "journal"
@@ -19,7 +19,7 @@ def host_directory(ctx: Context) -> str:
     return f"{ctx.options.policy.journal.host_directory}/{ctx.machine_id}"
 
 
-def contribute(draft: Draft, ctx: Context) -> list[str]:
+def contribute(draft: Draft, ctx: Context) -> list[HostDirectory]:
     """Bind the host's per-container journal directory (host mode); return the host
     directories the bundle needs."""
     if ctx.options.journal != "host":
@@ -40,11 +40,6 @@ def contribute(draft: Draft, ctx: Context) -> list[str]:
         existing = draft.doc["mounts"][mounts.find(draft.doc["mounts"], destination, ctx.resolve_quietly)]
         if existing.get("source") != source:
             return []  # the user's own mount there: nothing of ours to create
-    if draft.get("linux", "uidMappings"):
-        draft.note(
-            "warning",
-            CONCERN,
-            f"with a user namespace the host directory {source} belongs to host root; "
-            "chown it to the mapped root or journald cannot write there",
-        )
-    return [source]
+    # journald runs as the container's root: with a user namespace that is a mapped
+    # host uid, which must own the directory or journald cannot write there.
+    return [HostDirectory(source, *ctx.mapped_root)]
