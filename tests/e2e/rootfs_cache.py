@@ -34,8 +34,29 @@ DEFAULT_PACKAGES: tuple[str, ...] = ("systemd", "systemd-sysv", "dbus")
 DEFAULT_VARIANT = "minbase"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
-# release -> Debian major version (checked against /etc/debian_version when adopting a tree)
-RELEASES: dict[str, str] = {"bullseye": "11", "bookworm": "12", "trixie": "13"}
+# release -> Debian major version (checked against /etc/debian_version when adopting a tree);
+# sid's /etc/debian_version names the next release ("forky/sid"), not a number.
+RELEASES: dict[str, str] = {"bullseye": "11", "bookworm": "12", "trixie": "13", "sid": "sid"}
+
+# Debian's packaged services that the "services" images add to the minimal tree: a web
+# server, two databases, two caches, a DNS server, a mail server, sshd, cron, syslog and
+# systemd's own optional daemons. Names differ between releases: nginx-light is gone
+# after bookworm, and systemd-resolved has its own package from bookworm on.
+_SERVICES_COMMON: tuple[str, ...] = (
+    "openssh-server", "postgresql", "mariadb-server", "redis-server", "memcached",
+    "bind9", "postfix", "cron", "rsyslog", "systemd-timesyncd",
+)
+SERVICES: dict[str, tuple[str, ...]] = {
+    "bullseye": _SERVICES_COMMON + ("nginx-light",),
+    "bookworm": _SERVICES_COMMON + ("nginx-light", "systemd-resolved"),
+    "trixie": _SERVICES_COMMON + ("nginx", "systemd-resolved"),
+    "sid": _SERVICES_COMMON + ("nginx", "systemd-resolved"),
+}
+
+
+def services_packages(release: str) -> tuple[str, ...]:
+    """The package list of ``release``'s services image (the minimal one plus SERVICES)."""
+    return DEFAULT_PACKAGES + SERVICES[release]
 
 # Trees built by hand earlier (outside this module) that may be adopted if they match.
 ADOPTABLE_TREES: dict[str, Path] = {"bookworm": CACHE_DIR / "build" / "bookworm-root"}
@@ -276,8 +297,10 @@ def remove_rootfs(path: Path) -> None:
     _rm_tree(Path(path))
 
 
-if __name__ == "__main__":  # python3 tests/e2e/rootfs_cache.py bookworm [bullseye ...]
+if __name__ == "__main__":  # python3 tests/e2e/rootfs_cache.py bookworm [sid:services ...]
     import sys
 
-    for rel in sys.argv[1:] or ["bookworm"]:
-        print(ensure_tarball(RootfsSpec(rel)))
+    for name in sys.argv[1:] or ["bookworm"]:
+        rel, _, flavour = name.partition(":")
+        packages = services_packages(rel) if flavour == "services" else DEFAULT_PACKAGES
+        print(ensure_tarball(RootfsSpec(rel, packages=packages)))
