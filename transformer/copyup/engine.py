@@ -126,7 +126,7 @@ class _Copier:
 
     def root_mount_id(self) -> int:
         if self._root_mnt is None:
-            from transformer.copyup.target import mount_id
+            from transformer.copyup.mounts import mount_id
 
             self._root_mnt = mount_id(self.dst_root)
         return self._root_mnt
@@ -301,7 +301,7 @@ class _Copier:
 
 
 def _mount_id_of(fd: int) -> int:
-    from transformer.copyup.target import mount_id
+    from transformer.copyup.mounts import mount_id
 
     return mount_id(fd)
 
