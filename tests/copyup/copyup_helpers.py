@@ -312,3 +312,34 @@ class Container:
 
     def __exit__(self, *exc):
         self.delete()
+
+
+# -- cgroups ------------------------------------------------------------------------------------
+
+# The mount tables of the three kinds of host, as /proc/self/mountinfo shows them.
+MOUNTINFO_HYBRID = b"""\
+22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw
+31 22 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+"""
+MOUNTINFO_LEGACY = b"".join(line + b"\n" for line in MOUNTINFO_HYBRID.splitlines() if b"cgroup2" not in line)
+MOUNTINFO_PURE_V2 = b"""\
+22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw
+31 22 0:28 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+"""
+MOUNTINFO_NO_CGROUPS = b"22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n"
+
+
+def require_hybrid_host() -> None:
+    """Root on a cgroup v1 hybrid host (this project's test machines): both the unified
+    and the name=systemd hierarchy are mounted."""
+    from support import require_root
+    from transformer.copyup.bundle import NAMED_SYSTEMD, read_host_cgroup_hierarchies
+
+    require_root()
+    kinds = read_host_cgroup_hierarchies()
+    if kinds != {"cgroup", "cgroup2", NAMED_SYSTEMD}:
+        skip_or_fail(f"the host is not cgroup v1 hybrid ({sorted(kinds)})")

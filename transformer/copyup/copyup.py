@@ -1,16 +1,27 @@
-"""One hook run: from a validated OCI state and the DEST list to copied tmpfs mounts."""
+"""One hook run: from a validated OCI state and the DEST list to copied tmpfs mounts.
+
+The cgroup guard runs first, on every run: a refusal leaves the copies undone.
+"""
 
 from __future__ import annotations
 
 import os
 
-from transformer.copyup.bundle import default_destinations, load_config, rootfs_of
+from transformer.copyup.bundle import (
+    cgroup_views,
+    check_host_kind,
+    default_destinations,
+    load_config,
+    read_host_cgroup_hierarchies,
+    rootfs_of,
+)
 from transformer.copyup.state import SOURCE, State
 from transformer.errors import BundleError, CopyUpError, StateError
 
 
 def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
-    """Copy <rootfs>/<dest> of the image into the container's tmpfs for each dest.
+    """Guard the cgroup view, then copy <rootfs>/<dest> of the image into the
+    container's tmpfs for each dest.
 
     Returns (dest, engine.Stats) for each dest that had content. Each dest is its own
     pass into its own mount: /run skips the /run/lock mount point, and the /run/lock
@@ -22,6 +33,9 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
         raise BundleError("bundle directory does not exist", file=state.bundle)
     config = load_config(state.bundle)
     rootfs = rootfs_of(state.bundle, config)
+    views = cgroup_views(config)
+    if views:
+        check_host_kind(views, read_host_cgroup_hierarchies())
     if not dests:
         dests = default_destinations(config)
     if not dests:
