@@ -314,6 +314,87 @@ class Container:
         self.delete()
 
 
+# -- user namespaces without runc ---------------------------------------------------------
+
+ID_MAP = "0 100000 65536"
+SHIFT = 100000
+
+# Run by userns_tmpfs_holder: a process in a new user and mount namespace, as runc's
+# init is at prestart time. util-linux mount refuses to run unless getuid() is 0, and
+# this process's host uid 0 is not mapped, so it mounts with mount(2) itself, before
+# any exec (a creator keeps its full capability set in the new namespace only until
+# it execs). The tmpfs belongs to the new user namespace (its sb owner is the mounter's
+# namespace): exactly what makes host root's writes fail with EOVERFLOW.
+_HOLDER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def check(r, what=""):
+    if r != 0:
+        e = ctypes.get_errno()
+        sys.stderr.write(f"{what}: {os.strerror(e)}\n")
+        os._exit(9)
+CLONE_NEWUSER, CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x10000000, 0x00020000, 0x4000, 0x40000
+check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
+sys.stdout.write("ns\n"); sys.stdout.flush()
+sys.stdin.readline()  # the test has written uid_map and gid_map
+check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+FLAGS = {"nosuid": 0x2, "nodev": 0x4, "noexec": 0x8}
+for path, opts in zip(sys.argv[1::2], sys.argv[2::2]):
+    # uid=0,gid=0 are read in the new namespace: the tmpfs root belongs to its root.
+    flags = sum(FLAGS.get(o, 0) for o in opts.split(","))
+    data = ",".join(o for o in opts.split(",") if o not in FLAGS)
+    check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", flags, data.encode()), f"mount {path}")
+sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdin.read()  # hold the mounts until the test closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def userns_tmpfs_holder(rootfs: Path, mounts: list[tuple[str, str]], uid_map: str = ID_MAP,
+                        gid_map: str | None = None, root_owned: bool = True):
+    """A process in its own user namespace (maps written like runc writes them) and
+    mount namespace, with a tmpfs on <rootfs><dest> for each (dest, options), owned by
+    the namespace's root unless root_owned is False (for maps without a root). The
+    mount points must exist. Yields its pid."""
+    argv = [sys.executable, "-I", "-S", "-c", _HOLDER]
+    for dest, opts in mounts:
+        argv += [f"{rootfs}{dest}", f"uid=0,gid=0,{opts}" if root_owned else opts]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if proc.stdout.readline() != b"ns\n":
+            raise RuntimeError(f"user namespace holder failed: {proc.stderr.read()!r}")
+        for name, text in (("uid_map", uid_map), ("gid_map", gid_map if gid_map is not None else uid_map)):
+            with open(f"/proc/{proc.pid}/{name}", "w") as f:
+                f.write(text + "\n")
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        if proc.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"user namespace holder failed: {proc.stderr.read()!r}")
+        yield proc.pid
+    finally:
+        proc.kill()  # by the pid we started, never by name
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
+def shift_owners(top: Path, by: int = SHIFT) -> None:
+    """Add ``by`` to every owner below (and of) top, as an image prepared for a user
+    namespace has them. Modes are put back (chown clears setuid and setgid)."""
+    paths = [str(top)]
+    for dirpath, dirnames, filenames in os.walk(top):
+        paths += [os.path.join(dirpath, n) for n in dirnames + filenames]
+    seen = set()
+    for path in paths:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) in seen:  # a hardlink: its inode is shifted once
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        os.chown(path, st.st_uid + by, st.st_gid + by, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
 # -- cgroups ------------------------------------------------------------------------------------
 
 # The mount tables of the three kinds of host, as /proc/self/mountinfo shows them.

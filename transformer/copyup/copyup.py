@@ -1,6 +1,7 @@
 """One hook run: from a validated OCI state and the DEST list to copied tmpfs mounts.
 
-The cgroup guard runs first, on every run: a refusal leaves the copies undone.
+The cgroup guard runs first, on every run: a refusal leaves the copies undone. A
+container with its own user namespace is copied into by its root (userns.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,23 @@ from transformer.copyup.state import SOURCE, State
 from transformer.errors import BundleError, CopyUpError, StateError
 
 
+def own_user_namespace(pid: int) -> bool:
+    """Whether the container's process is in another user namespace than the helper.
+
+    Two stats, kept here rather than in userns.py: every start pays for this check,
+    and only a container that has a user namespace imports the rest."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/user")
+    except FileNotFoundError:
+        raise StateError(f"pid {pid} is gone: the container's process has exited", file=SOURCE, pointer="/pid") from None
+    mine = os.stat("/proc/self/ns/user")
+    return (theirs.st_ino, theirs.st_dev) != (mine.st_ino, mine.st_dev)
+
+
 def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     """Guard the cgroup view, then copy <rootfs>/<dest> of the image into the
-    container's tmpfs for each dest.
+    container's tmpfs for each dest (as the container's root when it has its own
+    user namespace).
 
     Returns (dest, engine.Stats) for each dest that had content. Each dest is its own
     pass into its own mount: /run skips the /run/lock mount point, and the /run/lock
@@ -36,6 +51,7 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     views = cgroup_views(config)
     if views:
         check_host_kind(views, read_host_cgroup_hierarchies())
+    userns = own_user_namespace(state.pid)
     if not dests:
         dests = default_destinations(config)
     if not dests:
@@ -59,6 +75,10 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
             sources.append((dest, fd))
         if not sources:
             return []
+        if userns:
+            from transformer.copyup.userns import user_namespace
+
+            return _copy_as_container_root(state.pid, rootfs, rootfs_fd, sources, user_namespace(state.pid))
         return [(dest, _copy_one(state.pid, rootfs, dest, fd)) for dest, fd in sources]
     finally:
         os.close(rootfs_fd)
@@ -79,3 +99,50 @@ def _copy_one(pid: int, rootfs: str, dest: str, source_fd: int):
             raise CopyUpError(f"{dest}: {e.message}") from None
     finally:
         os.close(target_fd)
+
+
+UNMAPPED = (
+    "its owner is not mapped in the container's user namespace: shift the image's owners "
+    "into the range of linux.uidMappings and linux.gidMappings"
+)
+NO_DEVICES_IN_USERNS = "the container has its own user namespace, where the kernel creates no device nodes"
+
+
+def _copy_as_container_root(pid: int, rootfs: str, rootfs_fd: int, sources: list[tuple[str, int]], ns):
+    """Copy every source as the container's root, in a child in its user namespace.
+
+    The parent opens and verifies every target first, exactly as _copy_one does, and
+    refuses an image whose rootfs or DEST directory has an owner the namespace does
+    not map: inside, that directory would belong to nobody (the overflow id), and so
+    would the tmpfs it is copied onto."""
+    from transformer.copyup.engine import Options, Stats, copy_tree
+    from transformer.copyup.target import open_target
+    from transformer.copyup.userns import run_as_root
+
+    for what, fd in [("rootfs", rootfs_fd)] + [(dest, fd) for dest, fd in sources]:
+        st = os.fstat(fd)
+        if not ns.maps(st.st_uid, st.st_gid):
+            where = f"image rootfs {rootfs}" if what == "rootfs" else f"image {what}"
+            raise CopyUpError(
+                f"{where} is owned by host {st.st_uid}:{st.st_gid}, which the container's user namespace "
+                f"does not map ({ns.describe()}); shift the image's owners into the mapped range"
+            )
+    jobs: list[tuple[str, int, int]] = []
+    try:
+        for dest, source_fd in sources:
+            jobs.append((dest, source_fd, open_target(pid, rootfs, dest, source_fd)))
+
+        def work():
+            options = Options(allow_devices=False, no_devices_reason=NO_DEVICES_IN_USERNS, denied_hint=UNMAPPED)
+            done = []
+            for dest, source_fd, target_fd in jobs:
+                try:
+                    done.append((dest, copy_tree(source_fd, target_fd, options).as_dict()))
+                except CopyUpError as e:
+                    raise CopyUpError(f"{dest}: {e.message}") from None
+            return done
+
+        return [(dest, Stats.from_dict(doc)) for dest, doc in run_as_root(ns, work)]
+    finally:
+        for _, _, target_fd in jobs:
+            os.close(target_fd)

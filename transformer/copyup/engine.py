@@ -40,16 +40,25 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _SENDFILE_MAX = 0x7FFFF000  # Linux caps one sendfile at this many bytes
 
 
+NOT_NODEV = "the target tmpfs is not mounted nodev"
+
+
 class Options:
     """Limits and policy for one copy."""
 
-    __slots__ = ("max_depth", "allow_devices")
+    __slots__ = ("max_depth", "allow_devices", "no_devices_reason", "denied_hint")
 
-    def __init__(self, *, max_depth: int = MAX_DEPTH, allow_devices: bool = True):
+    def __init__(self, *, max_depth: int = MAX_DEPTH, allow_devices: bool = True,
+                 no_devices_reason: str = NOT_NODEV, denied_hint: str = ""):
         self.max_depth = max_depth
         # Device nodes are only re-created on a nodev mount (see copy_tree's caller):
         # on a dev mount an image could hand its container a node it may not mknod.
+        # In a user namespace the kernel refuses every mknod of a device.
         self.allow_devices = allow_devices
+        self.no_devices_reason = no_devices_reason
+        # Appended to "permission denied" style errors: in a user namespace they mean
+        # an image owner the namespace does not map (see userns.py).
+        self.denied_hint = denied_hint
 
 
 class Stats:
@@ -61,6 +70,17 @@ class Stats:
         self.dirs = self.files = self.bytes = 0
         self.symlinks = self.hardlinks = self.nodes = 0
         self.kept: list[str] = []  # existing target entries left alone (mounts, runtime files)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Stats:
+        """The inverse of as_dict (the user-namespace child reports its Stats as JSON)."""
+        stats = cls()
+        for k in cls.__slots__:
+            setattr(stats, k, doc[k])
+        return stats
 
     def __repr__(self) -> str:
         return (
@@ -152,10 +172,10 @@ class _Copier:
                 else:
                     self.copy_node(sdir, ddir, name, rel, os.stat(name, dir_fd=sdir, follow_symlinks=False))
             except OSError as e:
-                raise _os_error(e, rel, name) from None
+                raise _os_error(e, rel, name, self.options.denied_hint) from None
 
     def copy_dir(self, sdir: int, ddir: int, name: str, rel: tuple, depth: int) -> None:
-        sfd = os.open(name, _SRC_DIR, dir_fd=sdir)
+        sfd = _open_source(name, _SRC_DIR, sdir)
         try:
             st = os.fstat(sfd)
             try:
@@ -223,7 +243,7 @@ class _Copier:
         return True
 
     def copy_file(self, sdir: int, ddir: int, name: str, rel: tuple) -> None:
-        sfd = os.open(name, _SRC_FILE, dir_fd=sdir)
+        sfd = _open_source(name, _SRC_FILE, sdir)
         try:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):  # changed type since readdir
@@ -278,8 +298,8 @@ class _Copier:
         kind = stat.S_IFMT(st.st_mode)
         if kind in (stat.S_IFCHR, stat.S_IFBLK) and not self.options.allow_devices:
             raise CopyUpError(
-                f"{_show(rel, name)}: image holds a {_mode_name(kind)}, and the target "
-                "tmpfs is not mounted nodev; refusing to create it"
+                f"{_show(rel, name)}: image holds a {_mode_name(kind)}, and "
+                f"{self.options.no_devices_reason}; refusing to create it"
             )
         if kind not in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             raise CopyUpError(f"{_show(rel, name)}: unsupported {_mode_name(kind)}")
@@ -306,13 +326,29 @@ def _mount_id_of(fd: int) -> int:
     return mount_id(fd)
 
 
-def _os_error(e: OSError, rel: tuple, name: str) -> CopyUpError:
+def _open_source(name: str, flags: int, dir_fd: int) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError as e:
+        # O_NOATIME needs the owner or CAP_FOWNER over the inode. In a user namespace
+        # the copier has neither for an entry whose owner the namespace does not map:
+        # read it like anyone else would (its atime then changes).
+        if e.errno != errno.EPERM or not flags & _NOATIME:
+            raise
+        return os.open(name, flags & ~_NOATIME, dir_fd=dir_fd)
+
+
+_DENIED = (errno.EACCES, errno.EPERM, errno.EINVAL, errno.EOVERFLOW)
+
+
+def _os_error(e: OSError, rel: tuple, name: str, denied_hint: str = "") -> CopyUpError:
     if e.errno in _NO_SPACE:
         return CopyUpError(
             f"image content does not fit in the target tmpfs (at {_show(rel, name)}): "
             f"{e.strerror}; raise the tmpfs size= option or shrink the image's tree"
         )
-    return CopyUpError(f"{_show(rel, name)}: cannot copy: {e.strerror or e}")
+    hint = f" ({denied_hint})" if denied_hint and e.errno in _DENIED else ""
+    return CopyUpError(f"{_show(rel, name)}: cannot copy: {e.strerror or e}{hint}")
 
 
 def copy_tree(src: int, dst: int, options: Options | None = None, *, root_metadata: bool = True) -> Stats:
@@ -327,5 +363,5 @@ def copy_tree(src: int, dst: int, options: Options | None = None, *, root_metada
         if root_metadata:
             apply_metadata_fd(src, dst, st)
     except OSError as e:
-        raise _os_error(e, (), ".") from None
+        raise _os_error(e, (), ".", options.denied_hint) from None
     return stats

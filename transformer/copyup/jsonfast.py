@@ -1,4 +1,4 @@
-"""JSON decoding without importing ``re`` and ``enum``.
+"""JSON decoding (and a small encoder) without importing ``re`` and ``enum``.
 
 ``json.loads`` pulls in ``json.decoder`` -> ``re`` -> ``enum``: about 10 ms of start-up
 on these machines, which is most of the helper's budget when it has nothing to copy
@@ -51,3 +51,50 @@ def loads(text: str):
     import json  # error path (or no _json): let json produce the precise message
 
     return json.loads(text, parse_constant=_Context.parse_constant)
+
+
+def dumps(value) -> str:
+    """Encode None, bools, ints, strings, lists and dicts with string keys as ASCII
+    JSON (the user-namespace child's report: json.encoder would import ``re``)."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # pragma: no cover - CPython always has _json
+        import json
+
+        return json.dumps(value)
+    out: list[str] = []
+
+    def emit(v) -> None:
+        if v is None:
+            out.append("null")
+        elif v is True:
+            out.append("true")
+        elif v is False:
+            out.append("false")
+        elif isinstance(v, int):
+            out.append(int.__repr__(v))
+        elif isinstance(v, str):
+            out.append(quote(v))
+        elif isinstance(v, (list, tuple)):
+            out.append("[")
+            for i, item in enumerate(v):
+                if i:
+                    out.append(",")
+                emit(item)
+            out.append("]")
+        elif isinstance(v, dict):
+            out.append("{")
+            for i, (k, item) in enumerate(v.items()):
+                if not isinstance(k, str):
+                    raise TypeError(f"JSON object keys must be strings, not {type(k).__name__}")
+                if i:
+                    out.append(",")
+                out.append(quote(k))
+                out.append(":")
+                emit(item)
+            out.append("}")
+        else:
+            raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+    emit(value)
+    return "".join(out)
