@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from copyup_helpers import (
     without_symlink_atimes,
     write_config,
 )
-from support import require_root
+from support import require_root, skip_or_fail
 from transformer.copyup.copyup import own_user_namespace
 from transformer.copyup.engine import Stats
 from transformer.copyup.jsonfast import dumps, loads
@@ -312,11 +313,66 @@ def test_root_not_mapped_is_refused(tmp_path):
     assert (nothing.returncode, nothing.stderr) == (0, b"")
 
 
+# -- native mode: nothing to copy, the delegation still runs --------------------------------------
+
+CGROUP2_MOUNT = {"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup", "options": ["rw"]}
+
+
+def _native_config(bundle: Path) -> None:
+    """What the transformer writes with --copy-up native and a user namespace: every
+    tmpfs carries runc's tmpcopyup, and the hook has no DEST."""
+    write_config(bundle, [
+        {"destination": "/run", "type": "tmpfs", "options": ["nodev", "tmpcopyup"]},
+        {"destination": "/tmp", "type": "tmpfs", "options": ["nodev", "tmpcopyup"]},
+        CGROUP2_MOUNT,
+    ])
+
+
+def test_native_mode_delegates_and_copies_nothing(tmp_path):
+    require_root()
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.procs").exists():
+        skip_or_fail("needs the hybrid host's unified hierarchy at /sys/fs/cgroup/unified")
+    bundle, rootfs = _image(tmp_path)
+    _mapped_run(rootfs)  # content the helper must leave to runc's tmpcopyup
+    shift_owners(rootfs)
+    _native_config(bundle)
+    cg = unified / f"copyup-test-{uuid.uuid4().hex[:12]}"
+    with userns_tmpfs_holder(rootfs, [("/run", "mode=755")]) as pid:
+        cg.mkdir()
+        try:
+            (cg / "cgroup.procs").write_text(str(pid))
+            proc = run_helper(["--stage", "prestart"], state_json(pid, bundle))
+            assert (proc.returncode, proc.stderr) == (0, b"")
+            assert os.listdir(f"/proc/{pid}/root{rootfs}/run") == []
+            for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+                assert os.stat(cg / name).st_uid == SHIFT, name
+        finally:
+            (unified / "cgroup.procs").write_text(str(pid))  # out again, so the directory can go
+            cg.rmdir()
+
+
+def test_native_mode_refuses_the_hosts_root_cgroup(tmp_path):
+    """The holder sits in the unified root (as this test does): delegation runs even
+    with nothing to copy, and refuses."""
+    require_root()
+    if open("/proc/self/cgroup").read().find("0::/\n") < 0:
+        skip_or_fail("this test process is not in the unified root cgroup")
+    bundle, rootfs = _image(tmp_path)
+    shift_owners(rootfs)
+    _native_config(bundle)
+    with userns_tmpfs_holder(rootfs, [("/run", "mode=755")]) as pid:
+        proc = run_helper(["--stage", "prestart"], state_json(pid, bundle))
+    assert proc.returncode == 1
+    assert b"container's unified cgroup is the hierarchy's root /" in proc.stderr
+
+
 # -- without a user namespace: exactly as before ----------------------------------------------------
 
 
 def test_no_user_namespace_no_child_and_no_new_modules(tmp_path):
-    """The same copy without a user namespace forks nothing and does not load userns.py."""
+    """The same copy without a user namespace forks nothing and loads neither userns.py
+    nor cgroup.py."""
     require_root()
     bundle, rootfs = _image(tmp_path)
     _mapped_run(rootfs)
@@ -336,4 +392,4 @@ def test_no_user_namespace_no_child_and_no_new_modules(tmp_path):
         assert os.stat(f"/proc/{pid}/root{rootfs}/run/log/f").st_uid == 1234
     loaded = set(modules.split())
     assert "transformer.copyup.engine" in loaded
-    assert "transformer.copyup.userns" not in loaded
+    assert not loaded & {"transformer.copyup.userns", "transformer.copyup.cgroup"}

@@ -1,7 +1,8 @@
 """One hook run: from a validated OCI state and the DEST list to copied tmpfs mounts.
 
-The cgroup guard runs first, on every run: a refusal leaves the copies undone. A
-container with its own user namespace is copied into by its root (userns.py).
+The order is fixed: the cgroup guard (every run), then, for a container with its own
+user namespace, the delegation of its cgroup, then the copies. A refusal at any step
+leaves the later ones undone.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def own_user_namespace(pid: int) -> bool:
 
 
 def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
-    """Guard the cgroup view, then copy <rootfs>/<dest> of the image into the
-    container's tmpfs for each dest (as the container's root when it has its own
-    user namespace).
+    """Guard the cgroup view, delegate the container's cgroup when it has a user
+    namespace, then copy <rootfs>/<dest> of the image into the container's tmpfs for
+    each dest.
 
     Returns (dest, engine.Stats) for each dest that had content. Each dest is its own
     pass into its own mount: /run skips the /run/lock mount point, and the /run/lock
@@ -52,6 +53,12 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     if views:
         check_host_kind(views, read_host_cgroup_hierarchies())
     userns = own_user_namespace(state.pid)
+    if userns and views:
+        from transformer.copyup.cgroup import delegate
+        from transformer.copyup.userns import user_namespace
+
+        ns = user_namespace(state.pid)
+        delegate(state.pid, views, ns.root_uid, ns.root_gid)
     if not dests:
         dests = default_destinations(config)
     if not dests:
