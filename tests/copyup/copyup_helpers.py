@@ -274,13 +274,27 @@ def runc_bundle(bundle: Path, *, tmpfs_mounts: list[tuple[str, list[str]]], hook
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
 
 
-class Container:
-    """runc run -d of a bundle under a unique id; always deleted on exit."""
+# Run by `unshare -m` for a pure cgroup v2 view of this hybrid host (see
+# tests/e2e/runc_harness.py): "$@" is the runc command line. Every runc command that
+# touches cgroups (run, exec, delete) needs it; state and kill do not.
+V2_VIEW = 'set -e; mount --make-rprivate /; umount -l /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; exec "$@"'
 
-    def __init__(self, bundle: Path):
+
+class Container:
+    """runc run -d of a bundle under a unique id; always deleted on exit.
+
+    cgroup_v2=True runs runc (and so its hooks) in a private mount namespace whose
+    /sys/fs/cgroup is cgroup2: a pure v2 host, as far as runc and the helper can tell."""
+
+    def __init__(self, bundle: Path, *, cgroup_v2: bool = False):
         self.bundle = bundle
         self.id = f"copyup-{uuid.uuid4().hex[:12]}"
+        self.cgroup_v2 = cgroup_v2
         self.result: subprocess.CompletedProcess | None = None
+
+    def argv(self, *args: str) -> list[str]:
+        runc = [RUNC, *args]
+        return ["unshare", "-m", "sh", "-c", V2_VIEW, "sh", *runc] if self.cgroup_v2 else runc
 
     def start(self) -> subprocess.CompletedProcess:
         # Files, not pipes: the detached container inherits runc's stdout and stderr,
@@ -289,13 +303,16 @@ class Container:
 
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.run(
-                [RUNC, "run", "-d", "--bundle", str(self.bundle), self.id],
+                self.argv("run", "-d", "--bundle", str(self.bundle), self.id),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=90,
             )
             out.seek(0)
             err.seek(0)
             self.result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
         return self.result
+
+    def exec(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv("exec", self.id, *cmd), capture_output=True, timeout=30)
 
     def pid(self) -> int:
         out = subprocess.run([RUNC, "state", self.id], capture_output=True, check=True).stdout
@@ -305,7 +322,7 @@ class Container:
         return Path(f"/proc/{self.pid()}/root")
 
     def delete(self) -> None:
-        subprocess.run([RUNC, "delete", "-f", self.id], capture_output=True, timeout=60)
+        subprocess.run(self.argv("delete", "-f", self.id), capture_output=True, timeout=60)
 
     def __enter__(self):
         return self
