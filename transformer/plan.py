@@ -87,7 +87,7 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
     cgroups.contribute(draft, ctx)
     side_files = machine_id.contribute(draft, ctx)
     host_directories = journal.contribute(draft, ctx)
-    capabilities.contribute(draft, ctx)
+    side_files += capabilities.contribute(draft, ctx)
     environment.contribute(draft, ctx)
     annotations.contribute(draft, ctx)
     copy_up.contribute(draft, ctx, copy_destinations)

@@ -27,6 +27,9 @@ DOCUMENTS = (
     "copy-up",
 )
 
+# Policy files that are not JSON documents: the seccomp generator, a POSIX sh script.
+ASSETS = ("seccomp-generator.sh",)
+
 _CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
 
 
@@ -167,11 +170,26 @@ class JournalPolicy(NamedTuple):
     registry_why: str
 
 
+class SeccompGenerator(NamedTuple):
+    from_systemd: int
+    script: str  # a file of the policy directory, beside the documents
+    source: str
+    destination: str
+    options: tuple[str, ...]
+    why: str
+    content: bytes | None  # the script itself, read by load_policy
+
+
 class CapabilitiesPolicy(NamedTuple):
     why: str
     sets: tuple[str, ...]
     capabilities: tuple[str, ...]
+    # Never granted to a container whose root is the host's root.
     forbidden: tuple[str, ...]
+    # Added when the config has a user namespace (they act on its namespaces only).
+    user_namespace: tuple[str, ...]
+    user_namespace_why: str
+    seccomp_generator: SeccompGenerator
 
 
 class EnvVar(NamedTuple):
@@ -359,7 +377,35 @@ def _capabilities(r: _Reader) -> CapabilitiesPolicy:
     for i, name in enumerate(sets):
         if name not in ("bounding", "effective", "permitted", "inheritable", "ambient"):
             r._fail("is not a capability set", "sets", i)
-    return CapabilitiesPolicy(why=r.str("why"), sets=sets, capabilities=caps, forbidden=forbidden)
+    userns = r.obj("userNamespace")
+    userns_caps = userns.strs("capabilities")
+    for i, cap in enumerate(userns_caps):
+        if not _CAP.match(cap):
+            userns._fail("is not a capability name (CAP_...)", "capabilities", i)
+    generator = r.obj("seccompGenerator")
+    for key in ("script", "source"):
+        if "/" in generator.str(key):
+            generator._fail("must be a plain file name", key)
+    options = generator.strs("options")
+    if "noexec" in options:
+        generator._fail("must not contain noexec: systemd executes the generator", "options")
+    return CapabilitiesPolicy(
+        why=r.str("why"),
+        sets=sets,
+        capabilities=caps,
+        forbidden=forbidden,
+        user_namespace=userns_caps,
+        user_namespace_why=userns.str("why"),
+        seccomp_generator=SeccompGenerator(
+            from_systemd=generator.int("fromSystemd"),
+            script=generator.str("script"),
+            source=generator.str("source"),
+            destination=generator.path("destination"),
+            options=options,
+            why=generator.str("why"),
+            content=None,
+        ),
+    )
 
 
 def _environment(r: _Reader) -> EnvironmentPolicy:
@@ -414,15 +460,26 @@ _PARSERS: dict[str, Callable[[_Reader], Any]] = {
 }
 
 
-def parse_policy(docs: dict[str, Any], origin: str = "<memory>", files: dict[str, str] | None = None) -> Policy:
+def parse_policy(
+    docs: dict[str, Any], origin: str = "<memory>", files: dict[str, str] | None = None,
+    assets: dict[str, bytes] | None = None,
+) -> Policy:
     """Pure: turn the already-loaded documents (name -> JSON value) into a Policy.
-    `files` names where each document came from, for error messages."""
+    `files` names where each document came from, for error messages; `assets` holds
+    the non-JSON files the documents name (the seccomp generator script)."""
     parsed = {}
     for name in DOCUMENTS:
         file = (files or {}).get(name, f"{origin}/{name}.json")
         if name not in docs:
             raise PolicyError("policy document is missing", file=file)
         parsed[name.replace("-", "_")] = _PARSERS[name](_Reader(docs[name], file))
+    generator = parsed["capabilities"].seccomp_generator
+    if assets is not None:
+        if generator.script not in assets:
+            raise PolicyError("policy file is missing", file=f"{origin}/{generator.script}")
+        parsed["capabilities"] = parsed["capabilities"]._replace(
+            seccomp_generator=generator._replace(content=assets[generator.script])
+        )
     return Policy(origin=origin, **parsed)
 
 
@@ -459,4 +516,13 @@ def load_policy(directory: Path | None = None) -> Policy:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise PolicyError(f"cannot read policy: {exc}", file=str(path)) from None
         files[name] = str(path)
-    return parse_policy(docs, str(directory), files)
+    assets = {}
+    for name in ASSETS:
+        path = directory / name
+        if not path.exists() and directory != builtin:
+            path = builtin / name
+        try:
+            assets[name] = path.read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"cannot read policy file ({exc.strerror})", file=str(path)) from None
+    return parse_policy(docs, str(directory), files, assets)

@@ -159,5 +159,10 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append("Side files (written next to config.json by apply):")
         for s in data["sideFiles"]:
             content = s["content"].strip() or "(empty)"
+            if "\n" in content:
+                # A script (the seccomp generator): its first line and size, not its body;
+                # the body is policy, reviewed where it lives (patches/).
+                first = content.splitlines()[0]
+                content = f"{first} ... ({len(s['content'].encode('utf-8', 'replace'))} bytes)"
             lines.append(f"  {s['path']} (mode {s['mode']}): {content}")
     return "\n".join(lines) + "\n"

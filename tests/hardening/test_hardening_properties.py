@@ -152,7 +152,7 @@ def privileged_configs(draw):
 
 
 option_sets = st.fixed_dictionaries({
-    "cgroup": st.sampled_from(["v1", "v2"]),
+    "cgroup": st.sampled_from(["v1", "v2", "hybrid", "legacy"]),
     "copy_up": st.sampled_from(["hook", "native"]),
     "force": st.booleans(),
     "container_id": st.sampled_from(["a", "f" * 64]),
@@ -190,13 +190,19 @@ def test_result_grants_nothing_beyond_the_policy(config, opts):
     except OciSystemdError:
         return
     after = result.config
-    # Capabilities: a subset of the original's plus the policy's, per set; never SYS_ADMIN added.
+    # The view SYSTEMD_ROOTFS (no readable systemd version) gets on each host kind.
+    view = "v1" if opts["cgroup"] in ("v1", "legacy") else "v2"
+    userns = any(n.get("type") == "user" for n in config["linux"].get("namespaces", []))
+    # Capabilities: a subset of the original's plus the policy's, per set; SYS_ADMIN
+    # added only with a user namespace, where it is the container's own.
     before_caps = config["process"].get("capabilities") or {}
     for name, caps in (after["process"].get("capabilities") or {}).items():
         allowed = set(before_caps.get(name, [])) | set(POLICY.capabilities.capabilities)
+        if userns:
+            allowed |= set(POLICY.capabilities.user_namespace)
         assert set(caps) <= allowed, (name, set(caps) - allowed)
         added = set(caps) - set(before_caps.get(name, []))
-        assert not added & set(POLICY.capabilities.forbidden), added
+        assert userns or not added & set(POLICY.capabilities.forbidden), added
     # Mounts: each user mount is kept (changed in place at most to lose rights), and
     # each added one is accounted for by the policy.
     remaining = list(config["mounts"])
@@ -207,25 +213,28 @@ def test_result_grants_nothing_beyond_the_policy(config, opts):
         if mount in remaining:
             remaining.remove(mount)
             continue
-        same = [m for m in remaining if (m["destination"], m.get("type"), m.get("source")) ==
-                (mount["destination"], mount.get("type"), mount.get("source"))]
+        # The unified view retypes a cgroup mount on /sys/fs/cgroup to cgroup2 (safe on
+        # every host); nothing else changes type.
+        retyped = view == "v2" and dest == POLICY.cgroup_v2.mountpoint and mount.get("type") == "cgroup2"
+        same = [m for m in remaining if (m["destination"], m.get("source")) == (mount["destination"], mount.get("source"))
+                and (m.get("type") == mount.get("type") or retyped and m.get("type") == "cgroup")]
         if same:
             remaining.remove(same[0])
-            v2_writable = opts["cgroup"] == "v2" and dest == POLICY.cgroup_v2.mountpoint
+            v2_writable = view == "v2" and dest == POLICY.cgroup_v2.mountpoint
             assert v2_writable or not _writable(mount) or _writable(same[0]), ("widened", same[0], mount)
             continue
         if _is_bind(mount):
             source = mount.get("source", "")
             ok = (source in sides  # our machine-id file or masked unit, relative to the bundle
-                  or (opts["cgroup"] == "v1" and source.startswith(v1_dir + "/") and dest == v1_dir)
+                  or (view == "v1" and source.startswith(v1_dir + "/") and dest == v1_dir)
                   or (opts["journal"] == "host" and source.startswith(POLICY.journal.host_directory.rstrip("/") + "/")))
             assert ok, f"bind of a host path the policy does not state: {mount}"
             if source in sides:
                 assert not _writable(mount), mount
         if dest == "/sys/fs/cgroup" or dest.startswith("/sys/fs/cgroup/"):
             if _writable(mount) and mount.get("type") in ("cgroup", "cgroup2", "bind", None):
-                allowed = (opts["cgroup"] == "v1" and dest == v1_dir) or \
-                          (opts["cgroup"] == "v2" and dest == POLICY.cgroup_v2.mountpoint)
+                allowed = (view == "v1" and dest == v1_dir) or \
+                          (view == "v2" and dest == POLICY.cgroup_v2.mountpoint)
                 assert allowed, f"writable cgroup beyond the policy: {mount}"
     assert remaining == [], f"user mounts removed: {remaining}"
     # Never removed, never widened.

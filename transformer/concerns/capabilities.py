@@ -1,19 +1,34 @@
-"""The capability set systemd needs (patches/capabilities.json)."""
+"""The capability set systemd needs, and what follows from its limits
+(patches/capabilities.json).
+
+A container whose root is the host's root never gets CAP_SYS_ADMIN: with it, a mount of
+cgroup v1 (release_agent) or a remount of /sys/fs/cgroup is a way out. With a user
+namespace the container gets it (and CAP_SYS_PTRACE), acting on its own namespaces only,
+as systemd-nspawn grants them; systemd >= 255 needs it for units with User= and a
+seccomp setting. Without it, the seccomp generator keeps those units starting.
+"""
 
 from __future__ import annotations
 
-from ..draft import Draft
+from .. import mounts
+from ..draft import Draft, SideFile
+from ..errors import PolicyError
 from .context import Context
 
 CONCERN = "capabilities"
 
 
-def contribute(draft: Draft, ctx: Context) -> None:
+def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
     policy = ctx.options.policy.capabilities
-    wanted = ctx.options.capabilities if ctx.options.capabilities is not None else policy.capabilities
+    wanted = list(ctx.options.capabilities if ctx.options.capabilities is not None else policy.capabilities)
     why = policy.why
     if ctx.options.capabilities is not None:
         why = "the capability set given with --capabilities"
+    if ctx.user_namespace:
+        extra = [cap for cap in policy.user_namespace if cap not in wanted]
+        wanted += extra
+        if extra:
+            why = why.rstrip(".") + f"; with a user namespace also {', '.join(extra)}: {policy.user_namespace_why}"
     if draft.get("process", "capabilities") is None:
         draft.ensure_object(("process",), CONCERN, "the config has no process section")
         draft.add(("process", "capabilities"), {}, CONCERN, "the config has no process.capabilities")
@@ -28,7 +43,49 @@ def contribute(draft: Draft, ctx: Context) -> None:
         if not missing:
             draft.note("kept", CONCERN, f"{name} already holds every capability systemd needs")
     # Never widen the user's grant to CAP_SYS_ADMIN; say so if they granted it themselves.
-    for name, caps in (draft.get("process", "capabilities") or {}).items():
-        for cap in policy.forbidden:
-            if cap in caps:
-                draft.note("warning", CONCERN, f"the config itself grants {cap} in {name}; kept, but systemd does not need it")
+    if not ctx.user_namespace:
+        for name, caps in (draft.get("process", "capabilities") or {}).items():
+            for cap in policy.forbidden:
+                if cap in caps:
+                    draft.note(
+                        "warning", CONCERN,
+                        f"the config itself grants {cap} in {name} to the host's root; kept, but systemd does not need it",
+                    )
+    return _seccomp_generator(draft, ctx)
+
+
+def _seccomp_generator(draft: Draft, ctx: Context) -> list[SideFile]:
+    """Bind the generator into the /run tmpfs when PID 1 will lack CAP_SYS_ADMIN and the
+    image's systemd is one that needs it (255 or later, or a version we cannot read)."""
+    generator = ctx.options.policy.capabilities.seccomp_generator
+    bounding = draft.get("process", "capabilities", "bounding") or []
+    if "CAP_SYS_ADMIN" in bounding:
+        return []
+    if ctx.systemd is not None and ctx.systemd.version < generator.from_systemd:
+        return []
+    directory = mounts.normalise(generator.destination.rsplit("/", 1)[0])
+    covering = None
+    for i, mount in enumerate(draft.doc["mounts"]):
+        dest = mounts.normalise(mount.get("destination", ""))
+        if dest == directory or mounts.is_under(directory, dest):
+            covering = i
+    # The runtime creates the mount point inside whatever covers the directory: only
+    # a tmpfs of the container's own is safe (a host bind would get it on the host).
+    if covering is None or draft.doc["mounts"][covering].get("type") != "tmpfs":
+        draft.note(
+            "warning",
+            CONCERN,
+            f"{directory} is not on a tmpfs mount; no seccomp generator, so units with User= and seccomp "
+            "settings may fail with 'Failed to keep CAP_SYS_ADMIN'",
+        )
+        return []
+    if generator.content is None:
+        raise PolicyError("the seccomp generator script was not loaded with the policy", file=generator.script)
+    source = f"{ctx.options.policy.machine_id.side_directory}/{generator.source}"
+    added = mounts.add_unless_mounted(
+        draft,
+        {"destination": generator.destination, "type": "bind", "source": source, "options": list(generator.options)},
+        CONCERN,
+        generator.why,
+    )
+    return [SideFile(source, generator.content, 0o555)] if added else []
