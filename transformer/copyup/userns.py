@@ -34,6 +34,7 @@ from transformer.errors import CopyUpError, StateError
 
 CLONE_NEWUSER = 0x10000000  # linux/sched.h (os.CLONE_NEWUSER from Python 3.12)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+SIGKILL = 9  # the same on every Linux ABI; the signal module would import enum
 
 
 class IdMap:
@@ -138,10 +139,8 @@ def _setns_user(fd: int) -> None:
 
 def _become_root(ns_fd: int, parent: int) -> None:
     """Join the user namespace behind ns_fd as its root (container 0:0)."""
-    import signal
-
     ctypes, libc = _libc()
-    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
     # setns into a user namespace needs a single-threaded caller: a forked child is.
