@@ -43,8 +43,7 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     pass into its own mount: /run skips the /run/lock mount point, and the /run/lock
     pass fills it. Nothing is written before that dest's target has been verified.
     """
-    if not os.path.isdir(f"/proc/{state.pid}"):
-        raise StateError(f"pid {state.pid} is gone: the container's process has exited", file=SOURCE, pointer="/pid")
+    userns = own_user_namespace(state.pid)  # first: it also says whether the pid is gone
     if not os.path.isdir(state.bundle):
         raise BundleError("bundle directory does not exist", file=state.bundle)
     config = load_config(state.bundle)
@@ -52,7 +51,6 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     views = cgroup_views(config)
     if views:
         check_host_kind(views, read_host_cgroup_hierarchies())
-    userns = own_user_namespace(state.pid)
     if userns and views:
         from transformer.copyup.cgroup import delegate
         from transformer.copyup.userns import user_namespace
