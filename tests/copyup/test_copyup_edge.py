@@ -232,8 +232,11 @@ sys.path.insert(0, {repo!r})
 before = set(sys.modules)
 import transformer.copyup.main, transformer.copyup.copyup, transformer.copyup.engine
 import transformer.copyup.target, transformer.copyup.hooksconfig, transformer.copyup.source, transformer.copyup.state
+import transformer.copyup.cgroup, transformer.copyup.userns, transformer.copyup.mounts
 import transformer.copyup.target as t
 t.fs_magic(0)  # the lazily imported ctypes too
+transformer.copyup.userns._libc()
+transformer.copyup.userns._report(ValueError()) and transformer.copyup.jsonfast.dumps([1])
 new = sorted(set(sys.modules) - before)
 print("\n".join(new))
 """
@@ -270,7 +273,8 @@ def test_nothing_to_copy_imports_stay_small(tmp_path):
     assert rc == "0"
     loaded = set(modules.split())
     assert "transformer.copyup.state" in loaded
-    heavy = {"json.decoder", "re", "enum", "ctypes", "argparse", "dataclasses", "typing", "transformer.copyup.target"}
+    heavy = {"json.decoder", "re", "enum", "ctypes", "argparse", "dataclasses", "typing", "transformer.copyup.target",
+             "transformer.copyup.userns", "transformer.copyup.cgroup", "transformer.copyup.mounts"}
     assert not loaded & heavy, loaded & heavy
 
 

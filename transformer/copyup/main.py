@@ -2,8 +2,10 @@
 
 Exit codes (runc shows the one stderr line when a hook fails, and does not start the
 container on any non-zero code):
-  0    copied, or nothing to copy
-  1    copy refused or failed (target not a private tmpfs, tree does not fit, hostile path)
+  0    copied, or nothing to copy (and, with a user namespace, the cgroup delegated)
+  1    refused or failed: copy (target not a private tmpfs, tree does not fit, hostile
+       path, owner not mapped), cgroup guard (bundle prepared for another kind of host)
+       or delegation (root or the hook's own cgroup)
   2    bad input (usage, malformed state JSON, missing bundle or config, pid gone)
   123  internal error (a bug)
 """
@@ -35,8 +37,12 @@ symlinks, hardlinks and special files. Without DEST, every tmpfs of config.json 
 /run, /run/lock, /tmp, /var/log/journal, /var/lib/systemd or /var/tmp.
 Runs as an OCI prestart or createRuntime hook (runtime-spec config "hooks").
 
-exit codes: 0 copied or nothing to copy, 1 copy refused or failed,
-            2 bad input, 123 internal error
+Every run first refuses a cgroup view of config.json this host cannot give. With a
+user namespace, it copies as the container's root and gives the container's
+cgroup to that root (delegation), even when there is nothing to copy.
+
+exit codes: 0 copied or nothing to copy, 1 refused or failed (copy, cgroup guard
+            or delegation), 2 bad input, 123 internal error
 """
 
 
