@@ -125,7 +125,7 @@ def locate(view: str, container: dict[str, str], hook: dict[str, str], mounts: l
 
 def delegate_files(view: str) -> tuple[str, ...] | None:
     """The names to chown in the directory: the kernel's delegate list for the unified
-    hierarchy; None (every regular file in it) for a v1 hierarchy."""
+    hierarchy; None (every regular file of the cgroup core in it) for a v1 hierarchy."""
     if view != UNIFIED:
         return None
     try:
@@ -136,15 +136,24 @@ def delegate_files(view: str) -> tuple[str, ...] | None:
     return names or DELEGATE_FALLBACK
 
 
+def _v1_core(name: str) -> bool:
+    # The files every v1 hierarchy has (a name=systemd one has no others). A
+    # controller's files are prefixed with its name: were a controller co-mounted
+    # with name=systemd, handing over cpu.shares or memory.limit_in_bytes would let
+    # the container raise its own limits.
+    return name.startswith("cgroup.") or name in ("tasks", "notify_on_release")
+
+
 def delegate_directory(dir_fd: int, uid: int, gid: int, files: tuple[str, ...] | None) -> list[str]:
     """chown the directory dir_fd and, inside it, the regular files ``files`` that
-    exist (all regular files when None), never following a symlink. Returns the names
-    of the files chowned, "." first."""
+    exist (when None: every regular file of the v1 cgroup core, cgroup.*, tasks and
+    notify_on_release), never following a symlink. Returns the names chowned, "."
+    first."""
     os.chown(dir_fd, uid, gid)
     done = ["."]
     if files is None:
         with os.scandir(dir_fd) as it:
-            files = tuple(e.name for e in it if e.is_file(follow_symlinks=False))
+            files = tuple(sorted(e.name for e in it if _v1_core(e.name) and e.is_file(follow_symlinks=False)))
     for name in files:
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
