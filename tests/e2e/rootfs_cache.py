@@ -58,6 +58,18 @@ def services_packages(release: str) -> tuple[str, ...]:
     """The package list of ``release``'s services image (the minimal one plus SERVICES)."""
     return DEFAULT_PACKAGES + SERVICES[release]
 
+
+# The kinds of image each release comes in: "minimal" (systemd and dbus) or "services".
+FLAVOURS = ("minimal", "services")
+
+
+def image_spec(release: str, flavour: str = "minimal") -> "RootfsSpec":
+    """The RootfsSpec of ``release``'s image of that flavour."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour!r}; expected one of {FLAVOURS}")
+    return RootfsSpec(release, packages=services_packages(release) if flavour == "services" else DEFAULT_PACKAGES)
+
+
 # Trees built by hand earlier (outside this module) that may be adopted if they match.
 ADOPTABLE_TREES: dict[str, Path] = {"bookworm": CACHE_DIR / "build" / "bookworm-root"}
 
@@ -302,5 +314,4 @@ if __name__ == "__main__":  # python3 tests/e2e/rootfs_cache.py bookworm [sid:se
 
     for name in sys.argv[1:] or ["bookworm"]:
         rel, _, flavour = name.partition(":")
-        packages = services_packages(rel) if flavour == "services" else DEFAULT_PACKAGES
-        print(ensure_tarball(RootfsSpec(rel, packages=packages)))
+        print(ensure_tarball(image_spec(rel, flavour or "minimal")))
