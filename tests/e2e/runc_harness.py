@@ -43,6 +43,13 @@ _V2_SCRIPT = (
     "mount -t cgroup2 none /sys/fs/cgroup; exec \"$@\""
 )
 
+
+def in_cgroup2_namespace(argv: list[str]) -> list[str]:
+    """``argv`` run in a private mount namespace with cgroup2 on /sys/fs/cgroup: the
+    host as the v2 containers see it (the CLI's ``--cgroup auto`` probes a v2 host there)."""
+    return ["unshare", "-m", "sh", "-c", _V2_SCRIPT, "sh", *argv]
+
+
 # systemd 247/252: "Failed to connect to bus: ..."; 257: "Failed to connect to system
 # scope bus via local transport: ..."
 _BUS_NOT_READY = ("Failed to connect to bus", "Failed to connect to system scope bus")
@@ -110,8 +117,9 @@ class HostSandbox:
             target.mkdir(parents=True, exist_ok=True)
 
     def script(self) -> str:
-        # mount -n: libmount would otherwise write /run/mount/utab, into the sandbox
-        lines = [f"mount -n --bind {_q(src)} {_q(dst)}" for src, dst in self.binds]
+        # mount -n: libmount would otherwise write /run/mount/utab, into the sandbox.
+        # --rbind: a layered bundle's rootfs is an overlay mounted inside the bundle.
+        lines = [f"mount -n --rbind {_q(src)} {_q(dst)}" for src, dst in self.binds]
         # /run first: both sources may live under /tmp, which the second mount hides
         lines += [f"mount -n --rbind {_q(self.run)} /run", f"mount -n --rbind {_q(self.tmp)} /tmp"]
         return "; ".join(lines)
@@ -220,7 +228,7 @@ class RuncContainer:
                 script += "; umount -n -l /sys/fs/cgroup; mount -n -t cgroup2 none /sys/fs/cgroup"
             return ["unshare", "-m", "sh", "-c", script + '; exec "$@"', "sh", *argv]
         if self.cgroup_v2:
-            return ["unshare", "-m", "sh", "-c", _V2_SCRIPT, "sh", *argv]
+            return in_cgroup2_namespace(argv)
         return argv
 
     def _run(self, *args: str, timeout: float = 60, check: bool = True,
