@@ -30,6 +30,10 @@ def own_user_namespace(pid: int) -> bool:
         theirs = os.stat(f"/proc/{pid}/ns/user")
     except FileNotFoundError:
         raise StateError(f"pid {pid} is gone: the container's process has exited", file=SOURCE, pointer="/pid") from None
+    except OSError as e:
+        # EACCES: a process of a more privileged namespace than ours (the host's own pid 1
+        # when the runtime itself runs in a container): not a container we started.
+        raise StateError(f"pid {pid}: cannot open /proc/{pid}/ns/user: {e.strerror}", file=SOURCE, pointer="/pid") from None
     mine = os.stat("/proc/self/ns/user")
     return (theirs.st_ino, theirs.st_dev) != (mine.st_ino, mine.st_dev)
 
