@@ -66,3 +66,15 @@ def insertion_index(mounts: list[dict[str, Any]], destination: str) -> int:
     if first_nested is None:
         return len(mounts)
     return max(first_nested, last_ancestor + 1)
+
+
+def covering(mounts: list[dict[str, Any]], directory: str) -> dict[str, Any] | None:
+    """The mount that will hold `directory` (the last at it or above it), or None. A
+    mount point the runtime creates there lands in that mount: only a tmpfs of the
+    container's own is safe, a host bind would get it on the host."""
+    found = None
+    for mount in mounts:
+        dest = normalise(mount.get("destination", ""))
+        if dest == directory or is_under(directory, dest):
+            found = mount
+    return found

@@ -64,14 +64,8 @@ def _seccomp_generator(draft: Draft, ctx: Context) -> list[SideFile]:
     if ctx.systemd is not None and ctx.systemd.version < generator.from_systemd:
         return []
     directory = mounts.normalise(generator.destination.rsplit("/", 1)[0])
-    covering = None
-    for i, mount in enumerate(draft.doc["mounts"]):
-        dest = mounts.normalise(mount.get("destination", ""))
-        if dest == directory or mounts.is_under(directory, dest):
-            covering = i
-    # The runtime creates the mount point inside whatever covers the directory: only
-    # a tmpfs of the container's own is safe (a host bind would get it on the host).
-    if covering is None or draft.doc["mounts"][covering].get("type") != "tmpfs":
+    covering = mounts.covering(draft.doc["mounts"], directory)
+    if covering is None or covering.get("type") != "tmpfs":
         draft.note(
             "warning",
             CONCERN,

@@ -81,13 +81,8 @@ def _mask_commit_units(draft: Draft, ctx: Context, side: list[SideFile]) -> None
     if not policy.mask_units:
         return
     # The mask files are created inside whatever is mounted over the unit directory.
-    # Only a tmpfs is safe: on a host bind the runtime would create them on the host.
-    covering = None
-    for i, mount in enumerate(draft.doc["mounts"]):
-        dest = mounts.normalise(mount.get("destination", ""))
-        if dest == policy.unit_directory or mounts.is_under(policy.unit_directory, dest):
-            covering = i
-    if covering is None or draft.doc["mounts"][covering].get("type") != "tmpfs":
+    covering = mounts.covering(draft.doc["mounts"], policy.unit_directory)
+    if covering is None or covering.get("type") != "tmpfs":
         draft.note(
             "warning",
             CONCERN,

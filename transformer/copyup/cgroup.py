@@ -44,7 +44,8 @@ from transformer.copyup.mounts import (
     mount_id,
     read_mountinfo,
 )
-from transformer.errors import CopyUpError, StateError
+from transformer.copyup.state import read_proc
+from transformer.errors import CopyUpError
 
 # cgroup v2 delegation (Documentation/admin-guide/cgroup-v2.rst, "Delegation"): the
 # directory and these files; the kernel lists them in /sys/kernel/cgroup/delegate.
@@ -191,20 +192,13 @@ def _open_cgroup(m: MountInfo, parts: list[str], label: str) -> int:
     return fd
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        raise StateError(f"{path}: gone: the container's process has exited") from None
-
 
 def delegate(pid: int, views: tuple[str, ...], uid: int, gid: int) -> list[tuple[str, str, list[str]]]:
     """Give each of ``views`` of the container's cgroup to host uid:gid (its mapped
     root). Everything is located first, so nothing is chowned when one view is
     refused. Returns (view, host directory, names chowned)."""
-    container = parse_proc_cgroup(_read(f"/proc/{pid}/cgroup"))
-    hook = parse_proc_cgroup(_read("/proc/self/cgroup"))
+    container = parse_proc_cgroup(read_proc(f"/proc/{pid}/cgroup"))
+    hook = parse_proc_cgroup(read_proc("/proc/self/cgroup"))
     mounts = read_mountinfo("self")
     found = [(view, *locate(view, container, hook, mounts, pid)) for view in views]
     done = []

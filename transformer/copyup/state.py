@@ -145,3 +145,13 @@ def parse_state(data: bytes) -> State:
         raise _fail("/annotations", "must be an object of strings")
     root = _string(doc, "root", required=False)  # crun only; informative
     return State(oci_version, container_id, status, pid, bundle, annotations, root)
+
+
+def read_proc(path: str) -> str:
+    """A small /proc file of the container's process (cgroup, uid_map, gid_map). A
+    vanished file means the process has exited: bad input, like a pid that is gone."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape")
+    except FileNotFoundError:
+        raise StateError(f"{path}: gone: the container's process has exited") from None

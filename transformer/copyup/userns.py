@@ -30,6 +30,7 @@ import os
 
 from transformer import errors
 from transformer.copyup.jsonfast import dumps, loads
+from transformer.copyup.state import read_proc
 from transformer.errors import CopyUpError, StateError
 
 CLONE_NEWUSER = 0x10000000  # linux/sched.h (os.CLONE_NEWUSER from Python 3.12)
@@ -101,19 +102,12 @@ class UserNamespace:
         return f"uid_map {self.uid_map.text or 'empty'}; gid_map {self.gid_map.text or 'empty'}"
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("ascii", "replace")
-    except FileNotFoundError:
-        raise StateError(f"{path}: gone: the container's process has exited") from None
-
 
 def user_namespace(pid: int) -> UserNamespace:
     return UserNamespace(
         pid,
-        IdMap.parse(_read(f"/proc/{pid}/uid_map"), file=f"/proc/{pid}/uid_map"),
-        IdMap.parse(_read(f"/proc/{pid}/gid_map"), file=f"/proc/{pid}/gid_map"),
+        IdMap.parse(read_proc(f"/proc/{pid}/uid_map"), file=f"/proc/{pid}/uid_map"),
+        IdMap.parse(read_proc(f"/proc/{pid}/gid_map"), file=f"/proc/{pid}/gid_map"),
     )
 
 
