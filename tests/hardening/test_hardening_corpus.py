@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import resource
 import shutil
 import socket
 import stat
@@ -255,29 +253,24 @@ def test_fifo_with_a_writer_is_refused_without_reading(bundle: Path):
 # -- a 200 MB config is refused at once, without reading it into memory --------------
 
 
-def _child_peak_rss_kib(run) -> tuple[object, int, float]:
-    """run() in a forked child, whose RUSAGE_CHILDREN then holds only the CLI's peak:
-    this process's own figure is the largest child it ever reaped (an e2e tar, say)."""
-    read, write = os.pipe()
+# Runs argv[2:] with the inherited stdin, then writes its children's peak RSS (KiB) to
+# argv[1]. A small wrapper, not the test process: a child forked from pytest carries
+# pytest's own high-water RSS through exec (the kernel keeps the larger of the two), so
+# RUSAGE_CHILDREN here would report the suite's size, not the CLI's.
+_PEAK_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def _child_peak_rss_kib(run, peak_file: Path) -> tuple[object, int, float]:
+    """run(prefix) runs the CLI behind the prefix; returns its result, peak RSS, time."""
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the child: run, report, leave without pytest's atexit
-        try:
-            os.close(read)
-            result = run()
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            payload = pickle.dumps((result, peak))
-            with os.fdopen(write, "wb") as f:
-                f.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    assert data, "the measuring child died without a result"
-    result, peak = pickle.loads(data)
-    return result, peak, time.monotonic() - t0
+    result = run((sys.executable, "-I", "-S", "-c", _PEAK_WRAPPER, str(peak_file)))
+    seconds = time.monotonic() - t0
+    return result, int(peak_file.read_text()), seconds
 
 
 @pytest.mark.parametrize("how", ["file-validate", "file-review", "stdin-plan"])
@@ -291,14 +284,16 @@ def test_200mb_config_refused_quickly(bundle: Path, tmp_path: Path, how: str):
         f.write(b'"}')
     if how == "stdin-plan":
         with open(big, "rb") as stdin:
-            result, peak, seconds = _child_peak_rss_kib(lambda: cli("plan", "-", "--cgroup", "v1", *HOOK_OPTS,
-                                                                    stdin=stdin, cwd=bundle))
+            result, peak, seconds = _child_peak_rss_kib(
+                lambda prefix: cli("plan", "-", "--cgroup", "v1", *HOOK_OPTS, stdin=stdin, cwd=bundle, prefix=prefix),
+                tmp_path / "peak")
         label = "-"
     else:
         shutil.move(big, bundle / "config.json")
         before = tree_digest(bundle)
         command = how.split("-")[1]
-        result, peak, seconds = _child_peak_rss_kib(lambda: cli(command, str(bundle)))
+        result, peak, seconds = _child_peak_rss_kib(lambda prefix: cli(command, str(bundle), prefix=prefix),
+                                                    tmp_path / "peak")
         label = str(bundle / "config.json")
         assert tree_digest(bundle) == before
     assert_one_line(result, "oci-systemd", 2, f"error: {label}: ", "larger than 4 MiB")
