@@ -60,9 +60,6 @@ TIMEOUT = 180.0  # seconds to an answer from is-system-running --wait; postgresq
 POLL = 0.02  # the same retry interval for every peer while its bus is not up yet
 FAILED = ("systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
 WAIT = ("systemctl", "is-system-running", "--wait")
-# What systemctl answers in a container whose PID 1 has exec'd systemd but not yet made
-# /run/systemd/system (sd_booted() is false): seen under nspawn, whose PID 1 is found early.
-NOT_BOOTED = ("offline",)
 
 
 @dataclass
@@ -121,7 +118,7 @@ class Ours:
             t0 = time.monotonic()
             c.start()
             state = runc_harness.poll_system_running(
-                lambda left: c.exec(*WAIT, timeout=left), TIMEOUT, POLL, transient=NOT_BOOTED,
+                lambda left: c.exec(*WAIT, timeout=left), TIMEOUT, POLL,
                 alive=lambda: None if c.status() == "running" else f"container is {c.status()!r}")
             seconds = time.monotonic() - t0
             if c.status() == "running":
@@ -175,7 +172,7 @@ class PodmanPeer:
 
             state = runc_harness.poll_system_running(
                 lambda left: self._exec(name, *WAIT, timeout=left), TIMEOUT, POLL,
-                transient=("can only create exec sessions", *NOT_BOOTED), alive=alive)
+                transient=("can only create exec sessions",), alive=alive)
             seconds = time.monotonic() - t0
             failed = failed_units(self._exec(name, *FAILED, timeout=60))
             return Boot(state, seconds, failed)
@@ -281,7 +278,7 @@ class Nspawn:
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
         state = runc_harness.poll_system_running(
-            lambda left: nsenter(*WAIT, timeout=left), TIMEOUT, POLL, transient=NOT_BOOTED,
+            lambda left: nsenter(*WAIT, timeout=left), TIMEOUT, POLL,
             alive=lambda: None if proc.poll() is None else f"nspawn exited rc={proc.returncode}")
         seconds = time.monotonic() - t0
         failed = failed_units(nsenter(*FAILED, timeout=60)) if proc.poll() is None else []

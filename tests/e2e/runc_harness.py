@@ -53,6 +53,9 @@ def in_cgroup2_namespace(argv: list[str]) -> list[str]:
 # systemd 247/252: "Failed to connect to bus: ..."; 257: "Failed to connect to system
 # scope bus via local transport: ..."
 _BUS_NOT_READY = ("Failed to connect to bus", "Failed to connect to system scope bus")
+# What systemctl answers when PID 1 has exec'd systemd but not yet made
+# /run/systemd/system (sd_booted() is false): a fast start can be asked that early.
+_NOT_BOOTED_YET = "offline"
 
 
 def poll_system_running(
@@ -65,8 +68,9 @@ def poll_system_running(
     """Poll ``systemctl is-system-running --wait`` (run by ``exec_systemctl(seconds_left)``
     in whatever runtime) until systemd answers; return its last line ('running',
     'degraded', ...). Right after start the bus socket does not exist yet and --wait
-    fails at once, so bus errors (and the runtime's own ``transient`` "not ready yet"
-    messages) are retried until ``timeout``. ``alive`` returns None while the container
+    fails at once, so bus errors, ``offline`` (systemd has not made /run/systemd/system
+    yet) and the runtime's own ``transient`` "not ready yet" messages are retried until
+    ``timeout``. ``alive`` returns None while the container
     runs, else a reason to stop waiting."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -79,8 +83,9 @@ def poll_system_running(
         except subprocess.TimeoutExpired:
             return f"timeout after {timeout}s (still starting)"
         last = (p.stdout + p.stderr).strip()
-        if last and not any(s in last for s in _BUS_NOT_READY + transient):
-            return last.splitlines()[-1].strip()
+        answer = last.splitlines()[-1].strip() if last else ""
+        if answer and answer != _NOT_BOOTED_YET and not any(s in last for s in _BUS_NOT_READY + transient):
+            return answer
         gone = alive() if alive is not None else None
         if gone is not None:
             return f"{gone} (last: {last!r})"
