@@ -252,16 +252,14 @@ class HostRootfs(RootfsView):
         return found
 
     def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
-        parent = self._dir_fd(components[:-1]) if components else None
+        parent = self._dir_fd(components[:-1]) if components else self._fds[()]
+        if parent is None:
+            return ()
         try:
-            if not components:
-                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._fds[()])
-            elif parent is None:
-                return ()
-            else:
-                # O_PATH fds cannot be listed: open this one directory for reading, still
-                # without following a link swapped in for it.
-                fd = os.open(components[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            # O_PATH fds cannot be listed: open this one directory for reading, still
+            # without following a link swapped in for it ("." is the rootfs itself).
+            name = components[-1] if components else "."
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
                 return ()

@@ -55,6 +55,7 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     views = cgroup_views(config)
     if views:
         check_host_kind(views, read_host_cgroup_hierarchies())
+    ns = None  # the id maps, read once, and only when delegation or a copy needs them
     if userns and views:
         from transformer.copyup.cgroup import delegate
         from transformer.copyup.userns import user_namespace
@@ -85,9 +86,11 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
         if not sources:
             return []
         if userns:
-            from transformer.copyup.userns import user_namespace
+            if ns is None:
+                from transformer.copyup.userns import user_namespace
 
-            return _copy_as_container_root(state.pid, rootfs, rootfs_fd, sources, user_namespace(state.pid))
+                ns = user_namespace(state.pid)
+            return _copy_as_container_root(state.pid, rootfs, rootfs_fd, sources, ns)
         return [(dest, _copy_one(state.pid, rootfs, dest, fd)) for dest, fd in sources]
     finally:
         os.close(rootfs_fd)
