@@ -292,3 +292,11 @@ def stop_cleanly(c: runc_harness.RuncContainer) -> float:
     status = c.exit_status(timeout=STOP_TIMEOUT)
     assert status == 0, f"PID 1 exit status {status} after SIGRTMIN+3, expected a clean 0"
     return seconds
+
+
+def check_nothing_left(sandbox: runc_harness.HostSandbox, container_id: str, cgroups_path: str) -> None:
+    """After runc delete: no runc state, nothing in the sandboxed /tmp and /run, no cgroup."""
+    assert not Path(f"/run/runc/{container_id}").exists(), f"runc state of {container_id} left after delete"
+    left = sandbox.leftovers()
+    assert left == [], "runc, its hook or the container left this in /tmp or /run:\n" + "\n".join(left)
+    assert runc_harness.leftover_cgroups(cgroups_path) == []

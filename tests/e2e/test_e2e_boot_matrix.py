@@ -117,9 +117,7 @@ def run_case(case: Case, images, workdir: Path) -> dict:
                 figures[f"stop{boot}"] = checks.stop_cleanly(c)
             assert not Path(f"/run/runc/{cid}").exists(), f"runc state of {cid} left after delete"
 
-        left = sandbox.leftovers()
-        assert left == [], "runc, its hook or the container left this in /tmp or /run:\n" + "\n".join(left)
-        assert runc_harness.leftover_cgroups(cgroups_path) == []
+        checks.check_nothing_left(sandbox, cid, cgroups_path)
         assert _snapshot_image_machine_id(rootfs) == image_id, "the runs changed the image's /etc/machine-id"
         if readonly:
             after_runs = tree_manifest.manifest(rootfs)

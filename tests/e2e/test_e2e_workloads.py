@@ -30,7 +30,6 @@ are booted at once by a CellPool (parallel.py); each test reports its own cell.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -150,10 +149,7 @@ def run_cell(cell: Cell, images, workdir: Path) -> dict:
                 checks.check_pg_isready(c)
                 checks.check_sshd(c)
             figures["stop1"] = checks.stop_cleanly(c)
-        assert not Path(f"/run/runc/{cid}").exists(), f"runc state of {cid} left after delete"
-        left = sandbox.leftovers()
-        assert left == [], "runc, its hook or the container left this in /tmp or /run:\n" + "\n".join(left)
-        assert runc_harness.leftover_cgroups(cgroups_path) == []
+        checks.check_nothing_left(sandbox, cid, cgroups_path)
         BOOT_FIGURES.append(figures)
         return figures
     finally:
