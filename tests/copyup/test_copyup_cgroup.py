@@ -124,18 +124,23 @@ def _owners(d: Path) -> dict[str, int]:
     return owners
 
 
+def _delegate_directory(d, uid, gid, files):
+    """cgroup.delegate_directory on an fd of d, closed afterwards."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return cgroup.delegate_directory(fd, uid, gid, files)
+    finally:
+        os.close(fd)
+
+
 def test_delegate_directory_unified(tmp_path):
     require_root()
     outside = tmp_path / "outside"
     outside.write_bytes(b"host file")
     d = tmp_path / "cg"
     _fake_cgroup(d, outside)
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        done = cgroup.delegate_directory(fd, 100000, 100001, ("cgroup.procs", "cgroup.threads",
-                                                              "cgroup.subtree_control", "memory.oom.group"))
-    finally:
-        os.close(fd)
+    done = _delegate_directory(d, 100000, 100001, ("cgroup.procs", "cgroup.threads",
+                                                   "cgroup.subtree_control", "memory.oom.group"))
     assert done == [".", "cgroup.procs", "cgroup.subtree_control"]
     assert _owners(d) == {"cg": 100000, "cgroup.procs": 100000, "cgroup.subtree_control": 100000,
                           "memory.max": 0, "tasks": 0, "cgroup.threads": 0, "child": 0, "child/cgroup.procs": 0}
@@ -151,11 +156,7 @@ def test_delegate_directory_v1_takes_the_core_files(tmp_path):
     outside.write_bytes(b"host file")
     d = tmp_path / "cg"
     _fake_cgroup(d, outside)
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        done = cgroup.delegate_directory(fd, 100000, 100000, None)
-    finally:
-        os.close(fd)
+    done = _delegate_directory(d, 100000, 100000, None)
     assert done == [".", "cgroup.procs", "cgroup.subtree_control", "tasks"]
     owners = _owners(d)
     assert owners.pop("cgroup.threads") == 0 and owners.pop("child") == 0
