@@ -269,3 +269,45 @@ def test_enospc_errno_mapping():
     assert "does not fit" in e.message and "a/b" in e.message
     e = _os_error(OSError(errno.EACCES, "Permission denied"), (), "x")
     assert "does not fit" not in e.message and "Permission denied" in e.message
+
+
+def _unsupported_namespace(monkeypatch, namespace: str) -> None:
+    """setxattr of ``namespace``.* fails with EOPNOTSUPP, as tmpfs answers user.* before
+    Linux 6.6 (Debian 12's 6.1, a test guest's kernel)."""
+    real = os.setxattr
+
+    def setxattr(path, key, value, *args, **kwargs):
+        if key.startswith(namespace + "."):
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real(path, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(os, "setxattr", setxattr)
+
+
+def test_unsupported_user_xattrs_are_dropped_and_counted(tmp_path, monkeypatch):
+    """A target without user.* xattrs (tmpfs before 6.6): the copy goes on without them,
+    counts them, and keeps everything else, on files, directories and the top."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"content")
+    for p in (src, src / "d", src / "d" / "f"):
+        os.setxattr(p, "user.marker", b"1")
+    _unsupported_namespace(monkeypatch, "user")
+    stats = _copy(src, tmp_path / "dst")
+    assert stats.dropped_xattrs == 3 and stats.files == 1 and stats.dirs == 1
+    assert (tmp_path / "dst" / "d" / "f").read_bytes() == b"content"
+    assert os.listxattr(tmp_path / "dst" / "d" / "f") == []
+
+
+def test_unsupported_security_xattr_still_refuses(tmp_path, monkeypatch):
+    """Only user.* is dropped: a security.* xattr the target cannot hold refuses the copy."""
+    require_root()
+    from copyup_helpers import CAP_NET_BIND_SERVICE
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ping").write_bytes(b"x")
+    os.setxattr(src / "ping", "security.capability", CAP_NET_BIND_SERVICE)
+    _unsupported_namespace(monkeypatch, "security")
+    with pytest.raises(CopyUpError, match="ping: cannot copy"):
+        _copy(src, tmp_path / "dst")

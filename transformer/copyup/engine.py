@@ -64,11 +64,12 @@ class Options:
 class Stats:
     """What one copy did (for tests, the benchmark and the docs)."""
 
-    __slots__ = ("dirs", "files", "bytes", "symlinks", "hardlinks", "nodes", "kept")
+    __slots__ = ("dirs", "files", "bytes", "symlinks", "hardlinks", "nodes", "dropped_xattrs", "kept")
 
     def __init__(self):
         self.dirs = self.files = self.bytes = 0
         self.symlinks = self.hardlinks = self.nodes = 0
+        self.dropped_xattrs = 0  # user.* xattrs the target refused as unsupported (see _set_xattr)
         self.kept: list[str] = []  # existing target entries left alone (mounts, runtime files)
 
     def as_dict(self) -> dict:
@@ -86,7 +87,7 @@ class Stats:
         return (
             f"Stats(dirs={self.dirs}, files={self.files}, bytes={self.bytes}, "
             f"symlinks={self.symlinks}, hardlinks={self.hardlinks}, nodes={self.nodes}, "
-            f"kept={len(self.kept)})"
+            f"dropped_xattrs={self.dropped_xattrs}, kept={len(self.kept)})"
         )
 
 
@@ -112,26 +113,47 @@ def _proc(dir_fd: int, name: str) -> str:
     return f"/proc/self/fd/{dir_fd}/{name}"
 
 
-def _copy_xattrs_fd(src: int, dst: int) -> None:
-    for key in os.listxattr(src):
-        os.setxattr(dst, key, os.getxattr(src, key))
+_UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
-def _copy_xattrs_at(sdir: int, ddir: int, name: str) -> None:
+def _set_xattr(dst, key: str, value: bytes, follow_symlinks: bool = True) -> int:
+    """setxattr; returns 1 when a ``user.*`` xattr was dropped because the target file
+    system does not support that namespace, else 0.  tmpfs takes user.* only from Linux
+    6.6 on: on Debian 12's 6.1 an image with one in /run could not start at all, while
+    cp -a and runc's tmpcopyup go on without it.  Every other namespace (security.*,
+    trusted.*, ACLs) carries meaning the container may rely on, and its failure stays a
+    refusal."""
+    try:
+        os.setxattr(dst, key, value, follow_symlinks=follow_symlinks)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED and key.startswith("user."):
+            return 1
+        raise
+    return 0
+
+
+def _copy_xattrs_fd(src: int, dst: int) -> int:
+    return sum(_set_xattr(dst, key, os.getxattr(src, key)) for key in os.listxattr(src))
+
+
+def _copy_xattrs_at(sdir: int, ddir: int, name: str) -> int:
     spath = _proc(sdir, name)
     keys = os.listxattr(spath, follow_symlinks=False)
-    if keys:
-        dpath = _proc(ddir, name)
-        for key in keys:
-            os.setxattr(dpath, key, os.getxattr(spath, key, follow_symlinks=False), follow_symlinks=False)
+    if not keys:
+        return 0
+    dpath = _proc(ddir, name)
+    return sum(_set_xattr(dpath, key, os.getxattr(spath, key, follow_symlinks=False), follow_symlinks=False)
+               for key in keys)
 
 
-def apply_metadata_fd(src: int, dst: int, st: os.stat_result) -> None:
-    """owner, mode (incl. setuid/setgid/sticky), xattrs, atime+mtime (ns): in this order."""
+def apply_metadata_fd(src: int, dst: int, st: os.stat_result) -> int:
+    """owner, mode (incl. setuid/setgid/sticky), xattrs, atime+mtime (ns): in this order.
+    Returns the number of user.* xattrs dropped (see _set_xattr)."""
     os.chown(dst, st.st_uid, st.st_gid)
     os.chmod(dst, stat.S_IMODE(st.st_mode))
-    _copy_xattrs_fd(src, dst)
+    dropped = _copy_xattrs_fd(src, dst)
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return dropped
 
 
 class _Copier:
@@ -188,7 +210,7 @@ class _Copier:
                 dfd = os.open(name, _DST_DIR, dir_fd=ddir)
             try:
                 self.fill(sfd, dfd, rel + (name,), depth + 1)
-                apply_metadata_fd(sfd, dfd, st)  # after filling: filling changes mtime
+                self.stats.dropped_xattrs += apply_metadata_fd(sfd, dfd, st)  # after filling: filling changes mtime
             finally:
                 os.close(dfd)
             self.stats.dirs += 1
@@ -266,7 +288,7 @@ class _Copier:
                     if n == 0:
                         break
                     offset += n
-                apply_metadata_fd(sfd, dfd, st)
+                self.stats.dropped_xattrs += apply_metadata_fd(sfd, dfd, st)
             finally:
                 os.close(dfd)
             self.stats.files += 1
@@ -289,7 +311,7 @@ class _Copier:
             self.stats.kept.append(_show(rel, name))
             return
         os.chown(name, st.st_uid, st.st_gid, dir_fd=ddir, follow_symlinks=False)
-        _copy_xattrs_at(sdir, ddir, name)
+        self.stats.dropped_xattrs += _copy_xattrs_at(sdir, ddir, name)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=ddir, follow_symlinks=False)
         self.stats.symlinks += 1
 
@@ -315,7 +337,7 @@ class _Copier:
         # Just created by us and not a symlink, so chmod's following is harmless here
         # (Linux has no lchmod before fchmodat2 in 6.6).
         os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=ddir)
-        _copy_xattrs_at(sdir, ddir, name)
+        self.stats.dropped_xattrs += _copy_xattrs_at(sdir, ddir, name)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=ddir, follow_symlinks=False)
         self.stats.nodes += 1
 
@@ -361,7 +383,7 @@ def copy_tree(src: int, dst: int, options: Options | None = None, *, root_metada
     try:
         copier.fill(src, dst, (), 0)
         if root_metadata:
-            apply_metadata_fd(src, dst, st)
+            stats.dropped_xattrs += apply_metadata_fd(src, dst, st)
     except OSError as e:
         raise _os_error(e, (), ".", options.denied_hint) from None
     return stats

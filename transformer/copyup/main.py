@@ -99,7 +99,11 @@ def run(argv: list[str], stdin: bytes) -> int:
     from transformer.copyup.copyup import copy_up
     from transformer.copyup.state import parse_state
 
-    copy_up(parse_state(stdin), dests)
+    for dest, stats in copy_up(parse_state(stdin), dests):
+        if stats.dropped_xattrs:
+            # runc shows a hook's stderr only when it fails; podman and a log see it here
+            sys.stderr.write(f"{PROG}: note: {dest}: {stats.dropped_xattrs} user.* xattr(s) not copied: "
+                             "the tmpfs does not support them (Linux < 6.6)\n")
     return EXIT_OK
 
 
