@@ -129,3 +129,41 @@ def test_policy_refuses_a_cgroup_typed_unified_mount():
     assert refused.value.one_line() == (
         "<memory>/cgroup-v2.json: /mountType: must be cgroup2: type cgroup mounts every v1 controller on a v1 host")
     assert load_policy() == POLICY
+
+
+def _rootless_config() -> dict:
+    """runc 1.1.5's ``spec --rootless`` (golden/runc-rootless-init): /sys is an rbind of
+    the host's /sys, since there is no network namespace to mount a sysfs in."""
+    import json
+
+    from planhelp import GOLDEN
+
+    return json.loads((GOLDEN / "runc-rootless-init" / "config.json").read_text())
+
+
+def test_rootless_sys_bind_gets_a_tmpfs_under_the_cgroup2_mount():
+    """On the root of the host's cgroup2 mount (under the /sys bind) the kernel refuses a
+    second cgroup2 mount with EBUSY: a tmpfs comes first, then the cgroup2 mount."""
+    result = run(_rootless_config(), rootfs=_rootfs(252), cgroup="v2")
+    at = mounts_at(result, "/sys/fs/cgroup")
+    assert [m["type"] for m in at] == ["tmpfs", "cgroup2"]
+    assert "rw" in at[1]["options"]
+    sys_index = next(i for i, m in enumerate(result.config["mounts"]) if m["destination"] == "/sys")
+    first = next(i for i, m in enumerate(result.config["mounts"]) if m["destination"] == "/sys/fs/cgroup")
+    assert sys_index < first
+
+
+def test_rootless_tmpfs_is_added_once():
+    """Planning the result again changes nothing (the tmpfs is recognised as ours)."""
+    once = run(_rootless_config(), rootfs=_rootfs(252), cgroup="v2").config
+    again = run(once, rootfs=_rootfs(252), cgroup="v2")
+    assert [m["type"] for m in mounts_at(again, "/sys/fs/cgroup")] == ["tmpfs", "cgroup2"]
+    assert not any(op["path"].startswith("/mounts") for op in again.patch())
+
+
+@pytest.mark.parametrize("host", ["v2", "hybrid"])
+def test_own_sysfs_gets_no_tmpfs(host):
+    """With a network namespace the container mounts a sysfs of its own, where
+    /sys/fs/cgroup is an empty directory: nothing is added there but the cgroup2 mount."""
+    result = run(runc_config(), rootfs=_rootfs(262), cgroup=host)
+    assert [m["type"] for m in mounts_at(result, "/sys/fs/cgroup")] == ["cgroup2"]

@@ -143,6 +143,8 @@ class CgroupV2Policy(NamedTuple):
     namespace: str
     namespace_why: str
     hybrid_why: str
+    sys_bind_shadow_options: tuple[str, ...]
+    sys_bind_shadow_why: str
 
 
 class MachineIdPolicy(NamedTuple):
@@ -324,6 +326,8 @@ def _cgroup_v2(r: _Reader) -> CgroupV2Policy:
         namespace=r.str("namespace"),
         namespace_why=r.str("namespaceWhy"),
         hybrid_why=r.str("hybridWhy"),
+        sys_bind_shadow_options=r.strs("sysBindShadowOptions"),
+        sys_bind_shadow_why=r.str("sysBindShadowWhy"),
     )
 
 

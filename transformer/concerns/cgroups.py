@@ -210,6 +210,7 @@ def contribute_unified(draft: Draft, ctx: Context) -> None:
     for i in _all_at(draft, policy.mountpoint):
         if draft.doc["mounts"][i].get("type") == "cgroup":
             draft.replace(("mounts", i, "type"), policy.mount_type, c, policy.mount_type_why)
+    _shadow_sys_bind(draft, policy, c)
     _ensure_namespace(draft, policy.namespace, c, policy.namespace_why)
     stale = mounts.find(draft.doc["mounts"], ctx.options.policy.cgroup_v1.hierarchy)
     if stale is not None:
@@ -226,6 +227,36 @@ def contribute_unified(draft: Draft, ctx: Context) -> None:
             "a user namespace: the copy-up helper gives the container's cgroup (the directory, cgroup.procs, "
             "cgroup.threads, cgroup.subtree_control) to its mapped root before systemd starts",
         )
+
+
+def _shadow_sys_bind(draft: Draft, policy, concern: str) -> None:
+    """A tmpfs under the cgroup2 mount when /sys is a bind of the host's /sys.
+
+    A rootless config (``runc spec --rootless``) has no network namespace, so it cannot
+    mount a sysfs of its own and binds the host's.  Its /sys/fs/cgroup is then the root
+    of the host's cgroup2 mount, and mounting cgroup2 there again is the same file system
+    on the same mount root, which the kernel refuses with EBUSY.  runc 1.1 falls back to
+    a bind only for type cgroup, which the unified view does not use (type cgroup is every
+    v1 controller on a v1 host).  A tmpfs first gives the cgroup2 mount a root of its own."""
+    mounts_ = draft.doc["mounts"]
+    index = mounts.find(mounts_, policy.mountpoint)
+    sys_mount = mounts.covering(mounts_[:index] if index is not None else mounts_, "/sys")
+    if sys_mount is None or index is None:
+        return
+    options = sys_mount.get("options") or []
+    if not (sys_mount.get("type") == "bind" or "bind" in options or "rbind" in options):
+        return
+    if any(m.get("type") == "tmpfs" and mounts.normalise(m.get("destination", "")) == policy.mountpoint
+           for m in mounts_[:index]):
+        draft.note("kept", concern, f"{policy.mountpoint} already has a tmpfs under the cgroup2 mount")
+        return
+    draft.add(
+        ("mounts", index),
+        {"destination": policy.mountpoint, "type": "tmpfs", "source": "tmpfs",
+         "options": list(policy.sys_bind_shadow_options)},
+        concern,
+        policy.sys_bind_shadow_why,
+    )
 
 
 def contribute(draft: Draft, ctx: Context) -> None:
