@@ -12,11 +12,14 @@ root.readonly set, then the project's own CLI (``python3 -m transformer apply``)
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,15 @@ class Image:
     manifest: dict
     flavour: str = "minimal"  # rootfs_cache.FLAVOURS
     id_offset: int = 0  # every owner in the tree is the image's own plus this (see userns.py)
+    # or, when the tree was mapped by ranges (userns.map_owners): (containerID, hostID, size)
+    id_map: tuple[tuple[int, int, int], ...] = ()
+
+    def container_id(self, host_id: int) -> int:
+        """The image's own id of an owner that the tree on the host has as ``host_id``."""
+        for container, host, size in self.id_map:
+            if host <= host_id < host + size:
+                return container + host_id - host
+        return host_id - self.id_offset
 
     @classmethod
     def unpack(cls, release: str, dest: Path, flavour: str = "minimal") -> "Image":
@@ -272,7 +284,9 @@ def marker_problems(container_root: Path, top: str, image: Image, *, full_fideli
         if full_fidelity:
             checks["mtime_ns"] = (ss.st_mtime_ns, ds.st_mtime_ns)
             if name == "marker":
-                checks["xattr"] = (os.getxattr(s, MARKER_XATTR[0]), _getxattr(d, MARKER_XATTR[0]))
+                # before Linux 6.6 tmpfs has no user.* xattrs: the helper leaves them out
+                want = os.getxattr(s, MARKER_XATTR[0]) if tmpfs_keeps_user_xattrs() else None
+                checks["xattr"] = (want, _getxattr(d, MARKER_XATTR[0]))
         for what, (want, got) in checks.items():
             if want != got:
                 problems.append(f"{where}: {what} {got!r}, image has {want!r}")
@@ -281,6 +295,20 @@ def marker_problems(container_root: Path, top: str, image: Image, *, full_fideli
         if m.exists() and h.exists() and os.lstat(m).st_ino != os.lstat(h).st_ino:
             problems.append(f"{top}/{MARKER_DIR}: the hardlink pair became two files")
     return problems
+
+
+@functools.cache
+def tmpfs_keeps_user_xattrs() -> bool:
+    """Whether this kernel's tmpfs takes user.* xattrs (Linux 6.6 and later), tried on a
+    file in /dev/shm, a tmpfs."""
+    with tempfile.NamedTemporaryFile(dir="/dev/shm") as f:
+        try:
+            os.setxattr(f.name, "user.oci-systemd-probe", b"1")
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return False
+            raise
+    return True
 
 
 def _getxattr(path: Path, name: str) -> bytes | None:

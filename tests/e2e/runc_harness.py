@@ -205,7 +205,7 @@ class RuncContainer:
     def __init__(self, bundle: str | os.PathLike, *, cgroup_v2: bool = False,
                  container_id: str | None = None, runc: str = RUNC,
                  cwd: str | os.PathLike = "/", monitor: bool = False,
-                 sandbox: HostSandbox | None = None) -> None:
+                 sandbox: HostSandbox | None = None, owner: tuple[int, int] | None = None) -> None:
         self.bundle = Path(bundle).resolve()
         self.cgroup_v2 = cgroup_v2
         self.id = container_id or new_container_id()
@@ -215,6 +215,9 @@ class RuncContainer:
         # (see exit_status()); runc run -d alone loses it to the host's reaper.
         self.monitor = monitor
         self.sandbox = sandbox  # see HostSandbox: /tmp and /run of the runc commands
+        # owner: the uid and gid that ``runc`` runs as (a rootless runc behind a wrapper):
+        # the monitor's directory, where runc writes its pid file, is made theirs
+        self.owner = owner
         self.started = False
         self.boot_seconds: float | None = None  # start() -> first non-"starting" answer
         self.stop_seconds: float | None = None
@@ -266,7 +269,9 @@ class RuncContainer:
         # the pid file is written by runc, in the sandbox when there is one: keep it in the
         # bundle directory then, which is the same path on both sides
         self._monitor_dir = tempfile.mkdtemp(prefix=f".{self.id}-monitor-",
-                                             dir=self.bundle if self.sandbox else None)
+                                             dir=self.bundle if self.sandbox or self.owner else None)
+        if self.owner:
+            os.chown(self._monitor_dir, *self.owner)
         status = os.path.join(self._monitor_dir, "status.json")
         pid_file = os.path.join(self._monitor_dir, "pid")
         argv = self._argv("run", "-d", "--pid-file", pid_file, "--bundle", str(self.bundle), self.id)
@@ -353,6 +358,16 @@ class RuncContainer:
 
     def diagnostics(self, lines: int = 60) -> str:
         parts = [f"container {self.id} bundle {self.bundle} status={self.status()!r}"]
+        if self._monitor is not None and self._monitor.poll() is not None:
+            try:
+                parts.append(f"PID 1 exit status: {self.exit_status(timeout=0)}")
+            except RuncError as e:
+                parts.append(f"PID 1 exit status unknown: {e}")
+            try:  # what PID 1 wrote to its stdout and stderr (runc_monitor.STDIO)
+                with open(os.path.join(self._monitor_dir, "stdio.log"), errors="replace") as f:
+                    parts.append("--- its stdout and stderr (last 40 lines)\n" + "".join(f.readlines()[-40:]))
+            except OSError:
+                pass
         for title, cmd in (
             ("systemctl --failed", ["systemctl", "--failed", "--no-pager"]),
             (f"journalctl -b (last {lines})", ["sh", "-c", f"journalctl -b --no-pager | tail -n {lines}"]),

@@ -9,7 +9,7 @@ closes stdout, then waits for the container's PID 1, which the kernel re-parents
 process when runc exits, and writes {"pid": ..., "exit": ...} to STATUS_FILE
 (``exit`` as ``os.waitstatus_to_exitcode``: 0 = clean, -9 = killed by SIGKILL).
 
-runc gets /dev/null and a temp file as stdio, never our stdout pipe: a detached container
+runc gets /dev/null and a file beside STATUS_FILE (stdio.log) as stdio, never our stdout pipe: a detached container
 without a terminal inherits runc's stdio, and would hold the pipe open.
 """
 
@@ -20,9 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 PR_SET_CHILD_SUBREAPER = 36
+STDIO = "stdio.log"  # runc's output, then what the container writes to its stdout/stderr
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +33,9 @@ def main(argv: list[str]) -> int:
         err = ctypes.get_errno()
         print(json.dumps({"rc": -1, "output": f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}"}), flush=True)
         return 1
-    with tempfile.TemporaryFile("w+") as out:
+    # A detached container without a terminal inherits runc's stdio, and systemd as PID 1
+    # logs to it before its journal is up: kept beside the status for diagnostics.
+    with open(os.path.join(os.path.dirname(status_file), STDIO), "w+") as out:
         rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         out.seek(0)
         output = out.read()
