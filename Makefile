@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test test-fast bench golden clean fuzz
+.PHONY: venv demo test test-fast test-guests bench golden clean fuzz
 
 # The virtualenv is rebuilt whenever the project's metadata changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,10 @@ demo: venv
 ## make test: unit, golden, property, CLI and (as root) end-to-end tests
 test: venv
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+## make test-guests: only the qemu guests (real v2, hybrid and legacy hosts, rootless runc)
+test-guests: venv
+	$(BIN)/python -m pytest -q -ra tests/guests $(PYTEST_ARGS)
 
 ## make bench: cost ratios measured side by side in one run (the runc ones need root)
 BENCHES := plan copyup boot batch load services
