@@ -74,10 +74,17 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
             concern, why = _explain(plan, at)
             old = level.t1
             new = None if kind == "removed" else level.t2
-            if kind == "removed" and at in replaced:
+            if kind == "removed":
                 # ["ro", "rw"] made ["ro", "ro"]: ignoring order, deepdiff sees an item
-                # vanish; what happened is the replace op at that very place.
-                kind, new = "changed", replaced[at]
+                # vanish; what happened is the replace op at that very place.  The op's
+                # pointer is in the new document's terms, where mounts added before this
+                # one moved it: read the place through the list's new position too.
+                moved = _new_place(level)
+                for place in (at, moved):
+                    if place in replaced:
+                        kind, new, at = "changed", replaced[place], place
+                        concern, why = _explain(plan, at)
+                        break
             changes.append({"kind": kind, "pointer": at, "old": old, "new": new, "concern": concern, "why": why})
     order = {op.at: i for i, op in enumerate(plan.ops)}
     # In op order (the order the patch applies them), then by pointer: stable output.
@@ -96,6 +103,15 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
             for s in plan.side_files
         ],
     }
+
+
+def _new_place(level) -> str | None:
+    """The pointer of a removed list item at the same index in its list's new place."""
+    parent = level.up
+    if parent is None or parent.t2 is None or not isinstance(parent.t2, list):
+        return None
+    key = level.path(output_format="list")[-1]
+    return pointer([*parent.path(output_format="list", use_t2=True), key])
 
 
 def _members(at: str, value: Any, created: set[str]):
