@@ -16,6 +16,7 @@ import errno
 import functools
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -119,6 +120,14 @@ class Image:
         subprocess.run(["mount", "-n", "-t", "overlay", "overlay", "-o", options, str(dest)],
                        check=True, capture_output=True, text=True)
         return dest
+
+
+def image_systemd_version(rootfs: Path) -> int:
+    """The systemd major version of a Debian tree, from its libsystemd-shared-NNN.so."""
+    found = sorted(rootfs.glob("usr/lib/*/systemd/libsystemd-shared-*.so")) + \
+        sorted(rootfs.glob("usr/lib/systemd/libsystemd-shared-*.so"))
+    assert found, f"no libsystemd-shared in {rootfs}"
+    return int(re.search(r"libsystemd-shared-(\d+)", found[-1].name).group(1))
 
 
 def unmount_layer(rootfs: Path) -> None:

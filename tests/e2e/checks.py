@@ -18,6 +18,7 @@ from support import skip_or_fail
 
 import bundles
 import runc_harness
+import userns
 
 TMPFS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
 TMPFS_READONLY_ROOT = TMPFS + ("/var/lib/systemd", "/var/tmp")
@@ -201,6 +202,30 @@ def check_id_maps(c: runc_harness.RuncContainer, expected: str) -> None:
         p = c.exec("cat", f"/proc/self/{name}")
         got = [" ".join(line.split()) for line in p.stdout.splitlines()]
         assert got == [expected], f"/proc/self/{name} inside: {p.stdout!r}{p.stderr}"
+
+
+def check_workload(c: runc_harness.RuncContainer, image: bundles.Image, bundle: Path, *, machine_id: str,
+                   image_id: str, copy_up: str, view: str, cgroups_path: str, user_namespace: bool) -> dict:
+    """Every promise a booted workload cell checks after check_booted, in one place for
+    the host-side workloads and the test guests: the machine-id, the tmpfs, the image's
+    /run content, the cgroup view, the id maps (and with a user namespace the cgroup
+    delegated to the mapped root), and for a services image every enabled unit active,
+    postgres and sshd answering.  Returns figures for the summary ("accepted" units)."""
+    check_machine_id(c, machine_id, image_id)
+    check_mounts(c, readonly=False)
+    check_run_copy_up(c, image, copy_up)
+    check_cgroups(c, view, cgroups_path)
+    if user_namespace:
+        check_id_maps(c, userns.uid_map_line())
+        check_cgroup_delegated(view, cgroups_path, userns.HOST_ID)
+    else:
+        check_id_maps(c, "0 0 4294967295")  # the host's identity: no user namespace
+    figures = {}
+    if image.flavour == "services":
+        figures["accepted"] = check_enabled_units(c, enabled_units(bundle / "rootfs"))
+        check_pg_isready(c)
+        check_sshd(c)
+    return figures
 
 
 # ---- workloads ----------------------------------------------------------------------------

@@ -30,7 +30,6 @@ are booted at once by a CellPool (parallel.py); each test reports its own cell.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +90,6 @@ CELLS = [
 HOST_FACT = {"hybrid": "a hybrid host", "v2": "a cgroup v2 host"}
 
 
-def image_systemd_version(rootfs: Path) -> int:
-    """The systemd major version of a Debian tree, from its libsystemd-shared-NNN.so."""
-    found = sorted(rootfs.glob("usr/lib/*/systemd/libsystemd-shared-*.so")) + \
-        sorted(rootfs.glob("usr/lib/systemd/libsystemd-shared-*.so"))
-    assert found, f"no libsystemd-shared in {rootfs}"
-    return int(re.search(r"libsystemd-shared-(\d+)", found[-1].name).group(1))
-
-
 def upper_entries(bundle: Path) -> list[str]:
     upper = bundles.layer_upper(bundle)
     return sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
@@ -114,7 +105,7 @@ def run_cell(cell: Cell, images, workdir: Path) -> dict:
         options = [*(("--cgroup", cell.cgroup) if cell.cgroup else ()),
                    *(("--copy-up", cell.copy_up) if cell.copy_up else ())]
         cfg, facts = bundles.apply_reviewed(bundle, *options, cgroup_v2_namespace=(cell.host == "v2"))
-        version = image_systemd_version(image.rootfs)
+        version = bundles.image_systemd_version(image.rootfs)
         assert facts.get("systemd version", "").startswith(f"{version} "), facts
         assert facts.get("cgroup host", "").startswith(HOST_FACT[cell.host] if cell.cgroup != "v1" else "a cgroup v1 host"), facts
         assert facts.get("cgroup view", "").startswith(f"{cell.view} ("), facts
@@ -135,19 +126,9 @@ def run_cell(cell: Cell, images, workdir: Path) -> dict:
             c.start()
             checks.check_booted(c, since=since, machine_id=machine_id)
             figures["boot1"] = c.boot_seconds
-            checks.check_machine_id(c, machine_id, image_id)
-            checks.check_mounts(c, readonly=False)
-            checks.check_run_copy_up(c, image, cell.copy_up or "hook")
-            checks.check_cgroups(c, cell.view, cgroups_path)
-            if cell.user_namespace:
-                checks.check_id_maps(c, userns.uid_map_line())
-                checks.check_cgroup_delegated(cell.view, cgroups_path, userns.HOST_ID)
-            else:
-                checks.check_id_maps(c, "0 0 4294967295")  # the host's identity: no user namespace
-            if cell.flavour == "services":
-                figures["accepted"] = checks.check_enabled_units(c, checks.enabled_units(bundle / "rootfs"))
-                checks.check_pg_isready(c)
-                checks.check_sshd(c)
+            figures.update(checks.check_workload(c, image, bundle, machine_id=machine_id, image_id=image_id,
+                                                 copy_up=cell.copy_up or "hook", view=cell.view,
+                                                 cgroups_path=cgroups_path, user_namespace=cell.user_namespace))
             figures["stop1"] = checks.stop_cleanly(c)
         checks.check_nothing_left(sandbox, cid, cgroups_path)
         BOOT_FIGURES.append(figures)
@@ -173,7 +154,7 @@ def test_newest_systemd_refused_on_cgroup_v1(images, tmp_path):
     """sid's systemd (>= 258) has no cgroup v1 support: ``apply --cgroup v1`` refuses at
     plan time with exit 2 and one line naming the version, and writes nothing."""
     image = images.get("sid")
-    version = image_systemd_version(image.rootfs)
+    version = bundles.image_systemd_version(image.rootfs)
     assert version > LAST_V1_SYSTEMD, f"sid's systemd is {version}; this test wants one without cgroup v1"
     bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/sbin/init"], layered=True)
     try:

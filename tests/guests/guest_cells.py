@@ -150,7 +150,7 @@ def run_cell(cell: Cell, workdir: Path) -> dict:
         if cell.user_namespace:
             userns.map_users(bundle)
         cfg, facts = bundles.apply_reviewed(bundle)
-        version = image_systemd_version(image.rootfs)
+        version = bundles.image_systemd_version(image.rootfs)
         check_facts(facts, kind=cell.kind, view=cell.view, user_namespace=cell.user_namespace, version=version)
         machine_id = (bundle / "oci-systemd/machine-id").read_text().strip()
         image_id = (image.rootfs / "etc/machine-id").read_text().strip()
@@ -162,34 +162,17 @@ def run_cell(cell: Cell, workdir: Path) -> dict:
             c.start(timeout=60 * checks.TIMEOUT_SCALE)
             checks.check_booted(c, since=since, machine_id=machine_id)
             figures["boot1"] = c.boot_seconds
-            checks.check_machine_id(c, machine_id, image_id)
-            checks.check_mounts(c, readonly=False)
-            checks.check_run_copy_up(c, image, "hook")
-            checks.check_cgroups(c, cell.view, cgroups_path)
+            figures.update(checks.check_workload(c, image, bundle, machine_id=machine_id, image_id=image_id,
+                                                 copy_up="hook", view=cell.view, cgroups_path=cgroups_path,
+                                                 user_namespace=cell.user_namespace))
             if cell.limits:
                 check_v2_limits(c, cgroups_path)
-            if cell.user_namespace:
-                checks.check_id_maps(c, userns.uid_map_line())
-                checks.check_cgroup_delegated(cell.view, cgroups_path, userns.HOST_ID)
-            else:
-                checks.check_id_maps(c, "0 0 4294967295")
-            if cell.flavour == "services":
-                figures["accepted"] = checks.check_enabled_units(c, checks.enabled_units(bundle / "rootfs"))
-                checks.check_pg_isready(c)
-                checks.check_sshd(c)
             figures["stop1"] = checks.stop_cleanly(c)
         checks.check_nothing_left(sandbox, cid, cgroups_path)
         BOOT_FIGURES.append(figures)
         return figures
     finally:
         bundles.remove_bundle(bundle)
-
-
-def image_systemd_version(rootfs: Path) -> int:
-    found = sorted(rootfs.glob("usr/lib/*/systemd/libsystemd-shared-*.so")) + \
-        sorted(rootfs.glob("usr/lib/systemd/libsystemd-shared-*.so"))
-    assert found, f"no libsystemd-shared in {rootfs}"
-    return int(found[-1].name.split("-")[-1].split(".")[0])
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +210,7 @@ def test_newest_systemd_refused(tmp_path):
     """On a legacy host, ``apply`` with the defaults refuses an image whose systemd has no
     cgroup v1 support (>= 258): exit 2, one line naming the version, nothing written."""
     image = tree("sid")
-    version = image_systemd_version(image.rootfs)
+    version = bundles.image_systemd_version(image.rootfs)
     assert version > LAST_V1_SYSTEMD, f"sid's systemd is {version}"
     bundle = bundles.make_bundle(image, tmp_path / "bundle", ["/sbin/init"], layered=True)
     try:
@@ -320,7 +303,7 @@ def run_rootless(workdir: Path) -> dict:
             (bundle / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
             _, facts = bundles.apply_reviewed(bundle)
             check_facts(facts, kind="v2", view="unified", user_namespace=True,
-                        version=image_systemd_version(image.rootfs))
+                        version=bundles.image_systemd_version(image.rootfs))
             wrapper = work / "runc-as-user"
             wrapper.write_text(_WRAPPER.format(user=user, uid=uid, cgroup=delegated))
             wrapper.chmod(0o755)
