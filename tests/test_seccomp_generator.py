@@ -157,3 +157,80 @@ def test_side_file_is_the_policy_script_and_executable():
     run_tmpfs = [i for i, m in enumerate(result.config["mounts"]) if m["destination"] == "/run"]
     at = result.config["mounts"].index(mount)
     assert run_tmpfs and run_tmpfs[-1] < at, "the generator must be bound inside the /run tmpfs"
+
+
+# ---- what it costs ------------------------------------------------------------------------
+
+def _shimmed(root: Path, tools: tuple[str, ...] = ("awk", "mkdir", "readlink")) -> tuple[dict[str, str], Path]:
+    """A PATH holding only logging shims of ``tools``: a command the script runs that is not
+    one of them fails, and every run of one is a line in the log."""
+    shims, log = root / "shims", root / "exec.log"
+    shims.mkdir()
+    for tool in tools:
+        real = shutil.which(tool)
+        assert real, f"{tool} is not installed"
+        (shims / tool).write_text(f'#!/bin/sh\necho {tool} >> "{log}"\nexec {real} "$@"\n')
+        (shims / tool).chmod(0o755)
+    return {"PATH": str(shims)}, log
+
+
+def _units(root: Path, count: int, hardened: int, links: int) -> None:
+    for i in range(count):
+        _unit(root, "/usr/lib/systemd/system", f"u{i}.service", HARDENED if i < hardened else "[Service]\nExecStart=/x\n")
+    etc = root / "image/etc/systemd/system"
+    etc.mkdir(parents=True, exist_ok=True)
+    for i in range(links):
+        os.symlink(f"../../../usr/lib/systemd/system/u{i}.service", etc / f"alias{i}.service")
+
+
+@pytest.mark.parametrize("count", [20, 300])
+def test_a_fixed_number_of_processes_however_many_units(tmp_path, count):
+    """systemd kills all generators together after 90 s, and PID 1 then exits 255: on a slow
+    machine a process per unit used that up (sid's ~160 units, under emulation). One awk,
+    one mkdir, one readlink per symlinked unit, whatever the number of units."""
+    _units(tmp_path, count, hardened=3, links=2)
+    env, log = _shimmed(tmp_path)
+    late = tmp_path / "late"
+    late.mkdir()
+    env.update(OCI_SYSTEMD_GENERATOR_ROOT=str(tmp_path / "image"), OCI_SYSTEMD_GENERATOR_CAPBND=NO_SYS_ADMIN,
+               OCI_SYSTEMD_GENERATOR_VERSION="262")
+    p = subprocess.run(["/bin/sh", str(SCRIPT), "n", "e", str(late)], env=env, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert sorted(f.parent.name for f in late.rglob("*.conf")) == ["u0.service.d", "u1.service.d", "u2.service.d"]
+    assert sorted(log.read_text().split()) == ["awk", "mkdir", "readlink", "readlink"]
+
+
+def test_version_and_bounding_set_read_without_a_process(tmp_path):
+    """Without the test variables, the version comes from the image's libsystemd-shared name
+    and the bounding set from /proc/self/status, with no process started for either."""
+    _unit(tmp_path, "/usr/lib/systemd/system", "hardened.service", HARDENED)
+    env, log = _shimmed(tmp_path)
+    env["OCI_SYSTEMD_GENERATOR_ROOT"] = str(tmp_path / "image")
+    lib = tmp_path / "image/usr/lib/x86_64-linux-gnu/systemd"
+    lib.mkdir(parents=True)
+    argv = ["/bin/sh", str(SCRIPT), "n", "e", str(tmp_path / "late")]
+    bounding = next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("CapBnd:"))
+    with_sys_admin = bool((int(bounding, 16) >> 21) & 1)
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv:
+        argv = [setpriv, "--bounding-set", "-sys_admin", *argv]  # as PID 1's in the container
+        with_sys_admin = False
+    for version, wanted in (("252.39-1~deb12u1", False), ("262.1-1", not with_sys_admin)):
+        shutil.rmtree(tmp_path / "late", ignore_errors=True)
+        (tmp_path / "late").mkdir()
+        for old in lib.iterdir():
+            old.unlink()
+        (lib / f"libsystemd-shared-{version}.so").write_text("")
+        p = subprocess.run(argv, env=env, capture_output=True, text=True)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        made = (tmp_path / "late/hardened.service.d" / DROP_IN).is_file()
+        assert made == wanted, f"systemd {version}, CAP_SYS_ADMIN in the bounding set: {with_sys_admin}"
+    assert "sed" not in log.read_text() and "systemctl" not in log.read_text()
+
+
+def test_assignments_with_spaces_around_the_equals_sign(tmp_path):
+    """systemd reads ``User = daemon`` as ``User=daemon``; so does the generator."""
+    _unit(tmp_path, "/usr/lib/systemd/system", "spaced.service",
+          "[Service]\nUser = daemon\nSystemCallFilter =@system-service\r\nExecStart=/x\n")
+    assert list(_generate(tmp_path)) == [f"spaced.service.d/{DROP_IN}"]
