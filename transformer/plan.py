@@ -80,8 +80,11 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
         ("machine-id", f"{mid} ({mid_source})"),
         ("root", "read-only" if ctx.readonly_root else "writable"),
     ]
-    if options.journal != "tmpfs":  # only then: the default review stays as it was
-        facts.append(("journal", f"{options.journal}: {journal.host_directory(ctx)}"))
+    if options.journal == "host":
+        # Only a host journal lives outside the container, in a host directory the edge
+        # creates and `journal prune` removes: the review names it. A tmpfs journal is
+        # the /var/log/journal tmpfs, which the review lists among the mounts already.
+        facts.append(("journal", f"host: {journal.host_directory(ctx)}"))
     draft = Draft(config)
     copy_destinations = tmpfs.contribute(draft, ctx)
     cgroups.contribute(draft, ctx)

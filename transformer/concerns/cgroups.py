@@ -84,10 +84,6 @@ def systemd_slice_path(cgroups_path: str) -> str:
     return f"{path}/{scope}"
 
 
-def _cgroup_mount(draft: Draft, mountpoint: str) -> int | None:
-    return mounts.find(draft.doc["mounts"], mountpoint)
-
-
 def _all_at(draft: Draft, mountpoint: str) -> list[int]:
     return [i for i, m in enumerate(draft.doc["mounts"]) if mounts.normalise(m.get("destination", "")) == mountpoint]
 
@@ -108,26 +104,24 @@ def _force_option(draft: Draft, index: int, want: str, unwanted: str, concern: s
         draft.add(("mounts", index, "options", "-"), want, concern, why)
 
 
-def _ensure_cgroup_mount(
-    draft: Draft, mountpoint: str, options: tuple[str, ...], concern: str, why: str
-) -> int | None:
-    """Index of the config's own mount on mountpoint, or None after adding ours."""
-    index = _cgroup_mount(draft, mountpoint)
-    if index is None:
-        at = mounts.insertion_index(draft.doc["mounts"], mountpoint)
-        draft.add(
-            ("mounts", at),
-            {"destination": mountpoint, "type": "cgroup", "source": "cgroup", "options": list(options)},
-            concern,
-            why,
-        )
-    return index
+def _add_cgroup_mount(
+    draft: Draft, mountpoint: str, mount_type: str, options: tuple[str, ...], concern: str, why: str
+) -> None:
+    """Add a cgroup file system of mount_type at mountpoint, where it belongs in mounts."""
+    draft.add(
+        ("mounts", mounts.insertion_index(draft.doc["mounts"], mountpoint)),
+        {"destination": mountpoint, "type": mount_type, "source": mount_type, "options": list(options)},
+        concern,
+        why,
+    )
 
 
 def contribute_v1(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.cgroup_v1
     c = CONCERN_V1
-    if _ensure_cgroup_mount(draft, policy.mountpoint, policy.cgroup_mount_options, c, policy.read_only_why) is not None:
+    if mounts.find(draft.doc["mounts"], policy.mountpoint) is None:
+        _add_cgroup_mount(draft, policy.mountpoint, "cgroup", policy.cgroup_mount_options, c, policy.read_only_why)
+    else:
         # Every cgroup or bind mount there, not only the visible last one: a hidden rw
         # mount is one unmount away from exposing the host's controllers.
         for index in _all_at(draft, policy.mountpoint):
@@ -188,14 +182,8 @@ def contribute_unified(draft: Draft, ctx: Context) -> None:
     c = CONCERN_V2
     index = mounts.find(draft.doc["mounts"], policy.mountpoint)
     if index is None:
-        at = mounts.insertion_index(draft.doc["mounts"], policy.mountpoint)
-        draft.add(
-            ("mounts", at),
-            {"destination": policy.mountpoint, "type": policy.mount_type, "source": policy.mount_type,
-             "options": list(policy.cgroup_mount_options)},
-            c,
-            f"{policy.writable_why}; {policy.mount_type_why}",
-        )
+        _add_cgroup_mount(draft, policy.mountpoint, policy.mount_type, policy.cgroup_mount_options, c,
+                          f"{policy.writable_why}; {policy.mount_type_why}")
     elif draft.doc["mounts"][index].get("type") in _CGROUP_MOUNT_TYPES:
         _force_option(draft, index, "rw", "ro", c, policy.writable_why)
     else:
