@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 
 import jsonpatch
 import pytest
 
-from planhelp import POLICY, SYSTEMD_ROOTFS, mounts_at, run, runc_config
+from planhelp import POLICY, SYSTEMD_ROOTFS, mounts_at, options, run, runc_config
 from transformer import mounts
+from transformer.concerns import CONCERNS
 from transformer.concerns.cgroups import systemd_slice_path
-from transformer.concerns.machine_id import id_from_container_uuid, machine_id_for
+from transformer.concerns.machine_id import choose, id_from_container_uuid, machine_id_for
 from transformer.errors import ConfigError, OptionsError
-from transformer.rootfs import DescribedRootfs, EmptyRootfs
+from transformer.rootfs import DescribedRootfs
 
 # --- mounts helpers ------------------------------------------------------------
 
@@ -203,6 +205,17 @@ def test_no_mask_when_run_is_a_host_bind():
     assert any(n.kind == "warning" and "not masked" in n.message for n in result.notes)
 
 
+def test_choose_takes_the_configs_container_uuid_else_the_container_id():
+    """The one machine-id choice that plan() and podman's filter share."""
+    opts = options(container_id="web-1")
+    config = runc_config()
+    assert choose(config, opts) == (machine_id_for("web-1"), "from container ID 'web-1'")
+    config["process"]["env"].append("container_uuid=12345678-1234-1234-1234-123456789ABC")
+    assert choose(config, opts) == ("12345678123412341234123456789abc", "from the config's container_uuid")
+    config["process"]["env"][-1] = "container_uuid=not-an-id"
+    assert choose(config, opts) == (machine_id_for("web-1"), "from container ID 'web-1'")
+
+
 def test_existing_container_uuid_wins_and_is_kept():
     config = runc_config()
     config["process"]["env"].append("container_uuid=12345678-1234-1234-1234-123456789abc")
@@ -297,11 +310,20 @@ def test_nothing_to_copy_registers_no_hook():
 # --- the whole plan ------------------------------------------------------------
 
 
-def test_ops_are_in_the_stated_concern_order():
-    result = run(runc_config())
-    order = ["tmpfs", "cgroup-v1", "machine-id", "capabilities", "environment", "annotations", "copy-up"]
+@pytest.mark.parametrize("cgroup", ["v1", "v2"])
+def test_ops_are_in_the_order_of_CONCERNS(cgroup):
+    result = run(runc_config(), cgroup=cgroup, journal="host")
+    order = [name for concern in CONCERNS for name in concern.DOCUMENTS]
     seen = [op.concern for op in result.ops]
     assert seen == sorted(seen, key=order.index)
+    # Every concern had something to do, so the order was checked for each of them.
+    assert set(seen) == set(order) - {"cgroup-v2" if cgroup == "v1" else "cgroup-v1"}
+
+
+def test_every_concern_has_the_one_interface():
+    for concern in CONCERNS:
+        assert list(inspect.signature(concern.contribute).parameters) == ["draft", "ctx"], concern.__name__
+        assert concern.DOCUMENTS, concern.__name__
 
 
 def test_patch_applies_with_jsonpatch_and_is_idempotent():
@@ -330,7 +352,6 @@ def test_plan_does_not_mutate_its_input():
     config = runc_config()
     before = copy.deepcopy(config)
     from transformer.plan import plan
-    from planhelp import options
 
     plan(config, SYSTEMD_ROOTFS, options())
     assert config == before

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from transformer.concerns import CONCERNS, detection
 from transformer.errors import OptionsError, PolicyError
 from transformer.options import Options, normalise_capability
-from transformer.policy import DOCUMENTS, default_policy_dir, load_policy, parse_policy
+from transformer.policy import DOCUMENTS, Policy, default_policy_dir, field_name, load_policy, parse_policy
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 
@@ -22,6 +23,12 @@ def docs() -> dict:
 def test_every_concern_has_one_document():
     assert sorted(p.stem for p in PATCHES.glob("*.json")) == sorted(DOCUMENTS)
     assert default_policy_dir().resolve() == PATCHES.resolve()
+
+
+def test_policy_has_one_field_per_document_in_reading_order():
+    """Detection's document first, then each concern's, in the order of CONCERNS."""
+    assert DOCUMENTS == tuple(detection.DOCUMENTS) + tuple(name for c in CONCERNS for name in c.DOCUMENTS)
+    assert Policy._fields == ("origin", *(field_name(name) for name in DOCUMENTS))
 
 
 @pytest.mark.parametrize(

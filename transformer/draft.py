@@ -4,6 +4,10 @@ Like runtime-tools' Generator, concerns edit through small methods; unlike it, e
 edit is also recorded, in order, with the concern and the reason, so the patch, the
 review and the transformed config can never disagree. Missing parents are created by
 their own `add` op, because RFC 6902 `add` fails when the parent does not exist.
+
+The draft also records what the config alone cannot carry: the side files and host
+directories the edge must create, and the tmpfs destinations that want the image's
+content copied up (the tmpfs concern names them, the copy-up concern acts on them).
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class Note(NamedTuple):
 
 
 class SideFile(NamedTuple):
-    """A file the bundle needs next to config.json (path relative to the bundle)."""
+    """A file a bind mount of the plan needs. `path` is that mount's source, relative
+    to the bundle directory (beside config.json)."""
 
     path: str
     content: bytes
@@ -71,9 +76,9 @@ class Plan(NamedTuple):
     notes: tuple[Note, ...]
     facts: tuple[tuple[str, str], ...]
     config: dict[str, Any]
-    # Host directories the bundle's bind mounts need (--journal host). The core only
+    # Host directories the plan's bind mounts need (--journal host): the core only
     # names them; the edge (apply, filter) creates them.
-    host_directories: tuple[HostDirectory, ...] = ()
+    host_directories: tuple[HostDirectory, ...]
 
     def patch(self) -> list[dict[str, Any]]:
         return [op.to_json() for op in self.ops]
@@ -96,6 +101,9 @@ class Draft:
         # Each op's at_tokens is a list that _shift keeps current while planning goes on.
         self._ops: list[Op] = []
         self._notes: list[tuple[Note, list | None]] = []
+        self._side_files: list[SideFile] = []
+        self._host_directories: list[HostDirectory] = []
+        self._copy_up: list[str] = []
 
     @property
     def ops(self) -> tuple[Op, ...]:
@@ -107,6 +115,18 @@ class Draft:
         return tuple(
             note if at is None else note._replace(pointer=pointer(at)) for note, at in self._notes
         )
+
+    @property
+    def side_files(self) -> tuple[SideFile, ...]:
+        return tuple(self._side_files)
+
+    @property
+    def host_directories(self) -> tuple[HostDirectory, ...]:
+        return tuple(self._host_directories)
+
+    @property
+    def copy_up_destinations(self) -> tuple[str, ...]:
+        return tuple(self._copy_up)
 
     def _shift(self, list_tokens: tuple, index: int) -> None:
         """An insertion at list_tokens[index] moves every later element one down; keep
@@ -166,3 +186,19 @@ class Draft:
 
     def note(self, kind: NoteKind, concern: str, message: str, at: tuple | None = None) -> None:
         self._notes.append((Note(kind, concern, message), list(at) if at is not None else None))
+
+    def side_file(self, path: str, content: bytes, mode: int = 0o444) -> None:
+        """Record a file that a bind mount of this draft names as its source."""
+        self._side_files.append(SideFile(path, content, mode))
+
+    def host_directory(self, path: str, uid: int = 0, gid: int = 0) -> None:
+        """Record a host directory that a bind mount of this draft needs, and its owner."""
+        self._host_directories.append(HostDirectory(path, uid, gid))
+
+    def want_copy_up(self, destination: str) -> None:
+        """Record a tmpfs destination added by this draft that wants the image's content."""
+        self._copy_up.append(destination)
+
+    def plan(self, systemd: bool, facts: list[tuple[str, str]]) -> Plan:
+        """The plan of this draft as it stands."""
+        return Plan(systemd, self.ops, self.side_files, self.notes, tuple(facts), self.doc, self.host_directories)

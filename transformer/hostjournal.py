@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .bundle import write_atomic
 from .errors import BundleError
-from .policy import JournalPolicy
+from .concerns.journal import JournalPolicy
 
 
 def create_directories(result, label: str, policy) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from .concerns.capabilities import CAPABILITY_NAME
 from .errors import OptionsError
-from .policy import Policy
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 # The kind of host the bundle will run on, as the edge probed it (--cgroup auto) or the
 # user named it: "v2" (cgroup2 on /sys/fs/cgroup), "hybrid" (v1 controllers plus the
@@ -24,7 +27,6 @@ CopyUpMode = Literal["hook", "native"]
 JournalMode = Literal["tmpfs", "host"]
 
 _SIZE = re.compile(r"^[0-9]+[kmgKMG%]?$")
-_CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,17 @@ class Options:
             raise OptionsError(f"--hook-path must be absolute, not {(self.hook_command or ('',))[0]!r}")
         if self.capabilities is not None:
             for cap in self.capabilities:
-                if not _CAP.match(cap):
+                if not CAPABILITY_NAME.match(cap):
                     raise OptionsError(f"--capabilities: {cap!r} is not a capability name")
                 if cap in self.policy.capabilities.forbidden:
                     raise OptionsError(f"--capabilities: {cap} is never granted by oci-systemd")
+
+    def side_source(self, name: str) -> str:
+        """The mount source of side file `name`: a path in the policy's side directory,
+        relative to the bundle directory as a relative bind source is for the runtime
+        (runtime-spec, runc, crun), so the bundle stays relocatable and the patch
+        host-independent."""
+        return f"{self.policy.machine_id.side_directory}/{name}"
 
 
 def normalise_capability(name: str) -> str:

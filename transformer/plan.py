@@ -1,14 +1,14 @@
 """The pure core: plan(config, rootfs, options) -> Plan.
 
 No I/O, no clock, no environment. The same input gives the same ops in the same
-order: tmpfs, cgroups, machine-id, journal, capabilities, environment, annotations, copy-up.
+order: detection decides, then each concern of concerns.CONCERNS contributes, in turn.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .concerns import annotations, capabilities, cgroups, copy_up, environment, journal, machine_id, tmpfs
+from .concerns import CONCERNS, cgroups, journal, machine_id
 from .concerns.context import Context
 from .concerns.detection import detect
 from .config import check_config
@@ -16,17 +16,6 @@ from .draft import Draft, Plan
 from .options import Options
 from .rootfs import RootfsView
 from .systemd_version import systemd_version
-
-
-def _machine_id(config: dict[str, Any], options: Options) -> tuple[str, str]:
-    env = (config.get("process") or {}).get("env") or []
-    current = environment.env_value(env, options.policy.machine_id.env)
-    if current is not None:
-        from_env = machine_id.id_from_container_uuid(current)
-        if from_env is not None:
-            # An already transformed (or podman-made) config keeps the identity it has.
-            return from_env, f"from the config's {options.policy.machine_id.env}"
-    return machine_id.machine_id_for(options.container_id), f"from container ID {options.container_id!r}"
 
 
 def _mapped_root(mappings: object) -> int:
@@ -51,12 +40,12 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
     check_config(config, None)  # the caller names the file in the error
     detection = detect(config, rootfs, options.policy.detection, options.force)
     facts: list[tuple[str, str]] = [("systemd", ("yes: " if detection.systemd else "no: ") + detection.reason)]
+    draft = Draft(config)
     if not detection.systemd:
-        draft = Draft(config)
         draft.note("info", "detection", f"not a systemd container ({detection.reason}); nothing to change")
-        return Plan(False, (), (), tuple(draft.notes), tuple(facts), draft.doc)
+        return draft.plan(False, facts)
 
-    mid, mid_source = _machine_id(config, options)
+    mid, mid_source = machine_id.choose(config, options)
     version = systemd_version(rootfs)
     view = cgroups.choose_view(options, version)
     linux = config.get("linux") or {}
@@ -85,15 +74,6 @@ def plan(config: dict[str, Any], rootfs: RootfsView, options: Options) -> Plan:
         # creates and `journal prune` removes: the review names it. A tmpfs journal is
         # the /var/log/journal tmpfs, which the review lists among the mounts already.
         facts.append(("journal", f"host: {journal.host_directory(ctx)}"))
-    draft = Draft(config)
-    copy_destinations = tmpfs.contribute(draft, ctx)
-    cgroups.contribute(draft, ctx)
-    side_files = machine_id.contribute(draft, ctx)
-    host_directories = journal.contribute(draft, ctx)
-    side_files += capabilities.contribute(draft, ctx)
-    environment.contribute(draft, ctx)
-    annotations.contribute(draft, ctx)
-    copy_up.contribute(draft, ctx, copy_destinations)
-    return Plan(
-        True, tuple(draft.ops), tuple(side_files), tuple(draft.notes), tuple(facts), draft.doc, tuple(host_directories)
-    )
+    for concern in CONCERNS:
+        concern.contribute(draft, ctx)
+    return draft.plan(True, facts)

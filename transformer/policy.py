@@ -1,7 +1,9 @@
 """Policy as data: the JSON documents in patches/ become frozen, validated values.
 
-Each document is one concern. Validation happens here, when the policy is loaded,
-with the file and JSON pointer of the offending field, so that planning only applies.
+Each concern module owns its documents' types and parsers (concerns/__init__.py lists
+them); this module is the one reader they share and the loading of the directory.
+Validation happens here, when the policy is loaded, with the file and JSON pointer of
+the offending field, so that planning only applies.
 """
 
 from __future__ import annotations
@@ -9,49 +11,67 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
+from .concerns import PARSERS
 from .errors import PolicyError
 from .pointer import pointer
 
-DOCUMENTS = (
-    "detection",
-    "tmpfs",
-    "cgroup-v1",
-    "cgroup-v2",
-    "machine-id",
-    "journal",
-    "capabilities",
-    "environment",
-    "annotations",
-    "copy-up",
-)
+if TYPE_CHECKING:
+    from .concerns.annotations import AnnotationsPolicy
+    from .concerns.capabilities import CapabilitiesPolicy
+    from .concerns.cgroups import CgroupV1Policy, CgroupV2Policy
+    from .concerns.copy_up import CopyUpPolicy
+    from .concerns.detection import DetectionPolicy
+    from .concerns.environment import EnvironmentPolicy
+    from .concerns.journal import JournalPolicy
+    from .concerns.machine_id import MachineIdPolicy
+    from .concerns.tmpfs import TmpfsPolicy
+
+# The names of the documents (patches/<name>.json), in the order they are read: the
+# first bad one is the one reported.
+DOCUMENTS = tuple(PARSERS)
 
 # Policy files that are not JSON documents: the seccomp generator, a POSIX sh script.
 ASSETS = ("seccomp-generator.sh",)
 
-_CAP = re.compile(r"^CAP_[A-Z0-9_]+$")
+# Kinds of string a policy type may name for its fields, so that Reader.record reads
+# them with their checks. Aliases of str: to a type checker they are strings.
+AbsolutePath = str  # absolute, in normal form (Reader.path)
+BundleDirectory = str  # relative to the bundle, in normal form, inside it
+FileName = str  # a plain file name, no '/'
+
+T = TypeVar("T", bound=tuple)
 
 
-class _Reader:
-    """Typed field access into one policy document, raising PolicyError with a pointer."""
+class _Document(NamedTuple):
+    """What every reader of one document shares."""
 
-    def __init__(self, doc: Any, file: str, tokens: tuple = ()):
-        self.doc, self.file, self.tokens = doc, file, tokens
+    file: str
+    origin: str  # the policy directory, which holds the assets too
+    assets: dict[str, bytes] | None  # None: parsed without them (parse_policy alone)
+
+
+class Reader:
+    """Typed field access into one object of a policy document, raising PolicyError
+    with the file and pointer."""
+
+    def __init__(self, doc: Any, document: _Document, tokens: tuple = ()):
+        self.doc, self.document, self.tokens = doc, document, tokens
         if not isinstance(doc, dict):
-            self._fail("must be an object")
+            self.fail("must be an object")
 
-    def _fail(self, message: str, *more: str | int) -> None:
-        raise PolicyError(message, file=self.file, pointer=pointer(self.tokens + more) or "/")
+    def fail(self, message: str, *more: str | int) -> NoReturn:
+        raise PolicyError(message, file=self.document.file, pointer=pointer(self.tokens + more) or "/")
 
-    def _get(self, key: str, kind: type | tuple, default: Any = ...) -> Any:
+    def _get(self, key: str, kind: type, default: Any = ...) -> Any:
         if key not in self.doc:
             if default is ...:
-                self._fail("is required", key)
+                self.fail("is required", key)
             return default
         value = self.doc[key]
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-            self._fail(f"must be {_kind_name(kind)}", key)
+            self.fail(f"must be {_kind_name(kind)}", key)
         return value
 
     def str(self, key: str, default: Any = ...) -> str:
@@ -67,169 +87,98 @@ class _Reader:
         value = self._get(key, list, default)
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self._fail("must be a string", key, i)
+                self.fail("must be a string", key, i)
         return tuple(value)
 
     def path(self, key: str) -> str:
         value = self.str(key)
         if not value.startswith("/") or "/../" in value + "/" or value != "/" and value.endswith("/"):
-            self._fail("must be a normalised absolute path", key)
+            self.fail("must be a normalised absolute path", key)
         return value
 
-    def obj(self, key: str) -> "_Reader":
-        return _Reader(self._get(key, dict), self.file, self.tokens + (key,))
+    def relative_directory(self, key: str) -> str:
+        """A directory inside the bundle: relative, never leaving it."""
+        value = self.str(key)
+        if value.startswith("/") or ".." in value.split("/") or not value:
+            self.fail("must be a relative directory inside the bundle", key)
+        return value
 
-    def objs(self, key: str, default: Any = ...) -> list["_Reader"]:
+    def file_name(self, key: str) -> str:
+        value = self.str(key)
+        if "/" in value:
+            self.fail("must be a plain file name", key)
+        return value
+
+    def asset(self, key: str) -> bytes | None:
+        """The content of the policy file that `key` names, beside the documents (None
+        when the documents are parsed without their files)."""
+        name = self.file_name(key)
+        if self.document.assets is None:
+            return None
+        if name not in self.document.assets:
+            raise PolicyError("policy file is missing", file=f"{self.document.origin}/{name}")
+        return self.document.assets[name]
+
+    def record(self, kind: type[T], sub: dict[str, "Reader"] | None = None, **given: Any) -> T:
+        """A `kind` (a NamedTuple policy type) read from this object.
+
+        Each field not `given` is read by its annotated type from the key that is its
+        name in camelCase: str, bool, int, str | None, tuple[str, ...], AbsolutePath,
+        BundleDirectory or FileName. A field with a default in `kind` is optional. A
+        field whose name starts with a prefix of `sub` is read from that reader instead,
+        by the rest of its name: with sub={"hook_": hook}, hook_stage is hook's "stage".
+        Fields of any other type must be `given`."""
+        values = {}
+        for field, annotation in kind.__annotations__.items():
+            if field in given:
+                values[field] = given[field]
+                continue
+            reader, name = self, field
+            for prefix, nested in (sub or {}).items():
+                if field.startswith(prefix):
+                    reader, name = nested, field[len(prefix):]
+            # NamedTuple keeps a string annotation as a ForwardRef: its text is the type.
+            read = _FIELD_READERS.get(getattr(annotation, "__forward_arg__", annotation))
+            if read is None:
+                raise TypeError(f"{kind.__name__}.{field} ({annotation}) must be given to record()")
+            default = kind._field_defaults.get(field, ...)  # type: ignore[attr-defined]
+            values[field] = read(reader, _camel(name), default)
+        return kind(**values)
+
+    def obj(self, key: str) -> "Reader":
+        return Reader(self._get(key, dict), self.document, self.tokens + (key,))
+
+    def objs(self, key: str, default: Any = ...) -> list["Reader"]:
         value = self._get(key, list, default)
-        return [_Reader(item, self.file, self.tokens + (key, i)) for i, item in enumerate(value)]
+        return [Reader(item, self.document, self.tokens + (key, i)) for i, item in enumerate(value)]
 
 
-def _kind_name(kind: type | tuple) -> str:
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+# How record() reads a field of each annotated type, by the annotation's text: every
+# policy type is declared under `from __future__ import annotations`.
+_FIELD_READERS = {
+    "str": lambda r, key, default: r.str(key, default),
+    "bool": lambda r, key, default: r.bool(key, default),
+    "int": lambda r, key, default: r.int(key, default),
+    "str | None": lambda r, key, default: r.str(key, None),
+    "tuple[str, ...]": lambda r, key, default: r.strs(key, default),
+    "AbsolutePath": lambda r, key, default: r.path(key),
+    "BundleDirectory": lambda r, key, default: r.relative_directory(key),
+    "FileName": lambda r, key, default: r.file_name(key),
+}
+
+
+def _kind_name(kind: type) -> str:
     names = {str: "a string", bool: "true or false", int: "an integer", list: "a list", dict: "an object"}
-    return names.get(kind, "of another type")  # type: ignore[arg-type]
-
-
-class DetectionPolicy(NamedTuple):
-    why: str
-    init_paths: tuple[str, ...]
-    init_basenames: tuple[str, ...]
-    never_init: tuple[str, ...]
-    shells: tuple[str, ...]
-    opt_out_env_name: str
-    opt_out_env_value: str
-    annotation: str
-
-
-class TmpfsMount(NamedTuple):
-    destination: str
-    options: tuple[str, ...]
-    copy_up: bool
-    why: str
-    size: str | None
-
-
-class TmpfsPolicy(NamedTuple):
-    why: str
-    default_size: str
-    mounts: tuple[TmpfsMount, ...]
-    readonly_root: tuple[TmpfsMount, ...]
-
-
-class CgroupV1Policy(NamedTuple):
-    why: str
-    mountpoint: str
-    cgroup_mount_options: tuple[str, ...]
-    read_only_why: str
-    hierarchy: str
-    hierarchy_options: tuple[str, ...]
-    hierarchy_why: str
-    default_cgroups_path: str
-    cgroups_path_why: str
-    namespace: str
-    namespace_why: str
-    # The newest systemd that runs on v1; a newer one gets the unified view or is refused.
-    last_systemd: int
-    last_systemd_why: str
-    hybrid_why: str
-
-
-class CgroupV2Policy(NamedTuple):
-    why: str
-    mountpoint: str
-    mount_type: str
-    mount_type_why: str
-    cgroup_mount_options: tuple[str, ...]
-    writable_why: str
-    namespace: str
-    namespace_why: str
-    hybrid_why: str
-    sys_bind_shadow_options: tuple[str, ...]
-    sys_bind_shadow_why: str
-
-
-class MachineIdPolicy(NamedTuple):
-    why: str
-    side_directory: str
-    destination: str
-    source: str
-    options: tuple[str, ...]
-    bind_why: str
-    env: str
-    env_why: str
-    unit_directory: str
-    mask_source: str
-    mask_units: tuple[str, ...]
-    mask_why: str
-
-
-class JournalPolicy(NamedTuple):
-    why: str
-    destination: str
-    host_directory: str
-    options: tuple[str, ...]
-    bind_why: str
-    registry_directory: str
-    registry_why: str
-
-
-class SeccompGenerator(NamedTuple):
-    from_systemd: int
-    script: str  # a file of the policy directory, beside the documents
-    source: str
-    destination: str
-    options: tuple[str, ...]
-    why: str
-    content: bytes | None  # the script itself, read by load_policy
-
-
-class CapabilitiesPolicy(NamedTuple):
-    why: str
-    sets: tuple[str, ...]
-    capabilities: tuple[str, ...]
-    # Never granted to a container whose root is the host's root.
-    forbidden: tuple[str, ...]
-    # Added when the config has a user namespace (they act on its namespaces only).
-    user_namespace: tuple[str, ...]
-    user_namespace_why: str
-    seccomp_generator: SeccompGenerator
-
-
-class EnvVar(NamedTuple):
-    name: str
-    value: str
-    why: str
-
-
-class EnvironmentPolicy(NamedTuple):
-    why: str
-    set: tuple[EnvVar, ...]
-
-
-class Annotation(NamedTuple):
-    key: str
-    value: str
-    equivalent: tuple[str, ...]
-    why: str
-
-
-class AnnotationsPolicy(NamedTuple):
-    why: str
-    set: tuple[Annotation, ...]
-
-
-class CopyUpPolicy(NamedTuple):
-    why: str
-    hook_stage: str
-    hook_name: str
-    hook_script: str
-    hook_timeout: int
-    hook_why: str
-    delegate_why: str
-    native_option: str
-    native_why: str
+    return names.get(kind, "of another type")
 
 
 class Policy(NamedTuple):
+    """Every concern's policy: one field per document of concerns.PARSERS ('-' as '_')."""
+
     origin: str
     detection: DetectionPolicy
     tmpfs: TmpfsPolicy
@@ -243,225 +192,13 @@ class Policy(NamedTuple):
     copy_up: CopyUpPolicy
 
 
-def _detection(r: _Reader) -> DetectionPolicy:
-    opt_out = r.obj("optOutEnv")
-    return DetectionPolicy(
-        why=r.str("why"),
-        init_paths=r.strs("initPaths"),
-        init_basenames=r.strs("initBasenames"),
-        never_init=r.strs("neverInit", []),
-        shells=r.strs("shells", []),
-        opt_out_env_name=opt_out.str("name"),
-        opt_out_env_value=opt_out.str("value"),
-        annotation=r.str("annotation"),
-    )
+def field_name(document: str) -> str:
+    """The Policy field of a document: 'machine-id' is policy.machine_id."""
+    return document.replace("-", "_")
 
 
-def _tmpfs_mounts(items: list[_Reader]) -> tuple[TmpfsMount, ...]:
-    mounts = []
-    for m in items:
-        options = m.strs("options")
-        for i, option in enumerate(options):
-            if option.startswith("size="):
-                m._fail("put the size in \"size\", not in options", "options", i)
-        mounts.append(
-            TmpfsMount(
-                destination=m.path("destination"),
-                options=options,
-                copy_up=m.bool("copyUp", False),
-                why=m.str("why"),
-                size=m.str("size", None),
-            )
-        )
-    return tuple(mounts)
-
-
-def _tmpfs(r: _Reader) -> TmpfsPolicy:
-    return TmpfsPolicy(
-        why=r.str("why"),
-        default_size=r.str("defaultSize"),
-        mounts=_tmpfs_mounts(r.objs("mounts")),
-        readonly_root=_tmpfs_mounts(r.objs("readonlyRoot", [])),
-    )
-
-
-def _cgroup_v1(r: _Reader) -> CgroupV1Policy:
-    options = r.strs("cgroupMountOptions")
-    if "ro" not in options:
-        r._fail("must contain ro: a writable cgroup mount on v1 exposes every controller", "cgroupMountOptions")
-    template = r.str("defaultCgroupsPath")
-    if not template.startswith("/"):
-        r._fail("must be an absolute cgroup path", "defaultCgroupsPath")
-    return CgroupV1Policy(
-        why=r.str("why"),
-        mountpoint=r.path("mountpoint"),
-        cgroup_mount_options=options,
-        read_only_why=r.str("readOnlyWhy"),
-        hierarchy=r.path("hierarchy"),
-        hierarchy_options=r.strs("hierarchyOptions"),
-        hierarchy_why=r.str("hierarchyWhy"),
-        default_cgroups_path=template,
-        cgroups_path_why=r.str("cgroupsPathWhy"),
-        namespace=r.str("namespace"),
-        namespace_why=r.str("namespaceWhy"),
-        last_systemd=r.int("lastSystemd"),
-        last_systemd_why=r.str("lastSystemdWhy"),
-        hybrid_why=r.str("hybridWhy"),
-    )
-
-
-def _cgroup_v2(r: _Reader) -> CgroupV2Policy:
-    mount_type = r.str("mountType")
-    if mount_type != "cgroup2":
-        # "cgroup" is every v1 controller on a v1 host; writable there it hands the
-        # container its own limits.
-        r._fail("must be cgroup2: type cgroup mounts every v1 controller on a v1 host", "mountType")
-    return CgroupV2Policy(
-        why=r.str("why"),
-        mountpoint=r.path("mountpoint"),
-        mount_type=mount_type,
-        mount_type_why=r.str("mountTypeWhy"),
-        cgroup_mount_options=r.strs("cgroupMountOptions"),
-        writable_why=r.str("writableWhy"),
-        namespace=r.str("namespace"),
-        namespace_why=r.str("namespaceWhy"),
-        hybrid_why=r.str("hybridWhy"),
-        sys_bind_shadow_options=r.strs("sysBindShadowOptions"),
-        sys_bind_shadow_why=r.str("sysBindShadowWhy"),
-    )
-
-
-def _machine_id(r: _Reader) -> MachineIdPolicy:
-    side = r.str("sideDirectory")
-    if side.startswith("/") or ".." in side.split("/") or not side:
-        r._fail("must be a relative directory inside the bundle", "sideDirectory")
-    for key in ("source", "maskSource"):
-        if "/" in r.str(key):
-            r._fail("must be a plain file name", key)
-    return MachineIdPolicy(
-        why=r.str("why"),
-        side_directory=side,
-        destination=r.path("destination"),
-        source=r.str("source"),
-        options=r.strs("options"),
-        bind_why=r.str("bindWhy"),
-        env=r.str("env"),
-        env_why=r.str("envWhy"),
-        unit_directory=r.path("unitDirectory"),
-        mask_source=r.str("maskSource"),
-        mask_units=r.strs("maskUnits", []),
-        mask_why=r.str("maskWhy"),
-    )
-
-
-def _journal(r: _Reader) -> JournalPolicy:
-    options = r.strs("options")
-    if "bind" not in options and "rbind" not in options:
-        r._fail("must contain bind: the host directory is bind-mounted", "options")
-    return JournalPolicy(
-        why=r.str("why"),
-        destination=r.path("destination"),
-        host_directory=r.path("hostDirectory"),
-        options=options,
-        bind_why=r.str("bindWhy"),
-        registry_directory=r.path("registryDirectory"),
-        registry_why=r.str("registryWhy"),
-    )
-
-
-def _capabilities(r: _Reader) -> CapabilitiesPolicy:
-    caps = r.strs("capabilities")
-    forbidden = r.strs("forbidden", ["CAP_SYS_ADMIN"])
-    for i, cap in enumerate(caps):
-        if not _CAP.match(cap):
-            r._fail("is not a capability name (CAP_...)", "capabilities", i)
-        if cap in forbidden or cap == "CAP_SYS_ADMIN":
-            r._fail(f"{cap} is never granted by oci-systemd", "capabilities", i)
-    sets = r.strs("sets")
-    for i, name in enumerate(sets):
-        if name not in ("bounding", "effective", "permitted", "inheritable", "ambient"):
-            r._fail("is not a capability set", "sets", i)
-    userns = r.obj("userNamespace")
-    userns_caps = userns.strs("capabilities")
-    for i, cap in enumerate(userns_caps):
-        if not _CAP.match(cap):
-            userns._fail("is not a capability name (CAP_...)", "capabilities", i)
-    generator = r.obj("seccompGenerator")
-    for key in ("script", "source"):
-        if "/" in generator.str(key):
-            generator._fail("must be a plain file name", key)
-    options = generator.strs("options")
-    if "noexec" in options:
-        generator._fail("must not contain noexec: systemd executes the generator", "options")
-    return CapabilitiesPolicy(
-        why=r.str("why"),
-        sets=sets,
-        capabilities=caps,
-        forbidden=forbidden,
-        user_namespace=userns_caps,
-        user_namespace_why=userns.str("why"),
-        seccomp_generator=SeccompGenerator(
-            from_systemd=generator.int("fromSystemd"),
-            script=generator.str("script"),
-            source=generator.str("source"),
-            destination=generator.path("destination"),
-            options=options,
-            why=generator.str("why"),
-            content=None,
-        ),
-    )
-
-
-def _environment(r: _Reader) -> EnvironmentPolicy:
-    items = []
-    for e in r.objs("set"):
-        name = e.str("name")
-        if not name or "=" in name:
-            e._fail("must be a variable name without '='", "name")
-        items.append(EnvVar(name=name, value=e.str("value"), why=e.str("why")))
-    return EnvironmentPolicy(why=r.str("why"), set=tuple(items))
-
-
-def _annotations(r: _Reader) -> AnnotationsPolicy:
-    items = []
-    for a in r.objs("set"):
-        value = a.str("value")
-        items.append(
-            Annotation(key=a.str("key"), value=value, equivalent=a.strs("equivalent", [value]), why=a.str("why"))
-        )
-    return AnnotationsPolicy(why=r.str("why"), set=tuple(items))
-
-
-def _copy_up(r: _Reader) -> CopyUpPolicy:
-    hook, native = r.obj("hook"), r.obj("native")
-    stage = hook.str("stage")
-    if stage not in ("prestart", "createRuntime"):
-        hook._fail("must be prestart or createRuntime (the stages that see the new mounts before pivot_root)", "stage")
-    return CopyUpPolicy(
-        why=r.str("why"),
-        hook_stage=stage,
-        hook_name=hook.str("name"),
-        hook_script=hook.str("script"),
-        hook_timeout=hook.int("timeout"),
-        hook_why=hook.str("why"),
-        delegate_why=hook.str("delegateWhy"),
-        native_option=native.str("option"),
-        native_why=native.str("why"),
-    )
-
-
-_PARSERS: dict[str, Callable[[_Reader], Any]] = {
-    "detection": _detection,
-    "tmpfs": _tmpfs,
-    "cgroup-v1": _cgroup_v1,
-    "cgroup-v2": _cgroup_v2,
-    "machine-id": _machine_id,
-    "journal": _journal,
-    "capabilities": _capabilities,
-    "environment": _environment,
-    "annotations": _annotations,
-    "copy-up": _copy_up,
-}
+def _parse_document(name: str, doc: Any, document: _Document) -> Any:
+    return PARSERS[name](Reader(doc, document))
 
 
 def parse_policy(
@@ -476,14 +213,7 @@ def parse_policy(
         file = (files or {}).get(name, f"{origin}/{name}.json")
         if name not in docs:
             raise PolicyError("policy document is missing", file=file)
-        parsed[name.replace("-", "_")] = _PARSERS[name](_Reader(docs[name], file))
-    generator = parsed["capabilities"].seccomp_generator
-    if assets is not None:
-        if generator.script not in assets:
-            raise PolicyError("policy file is missing", file=f"{origin}/{generator.script}")
-        parsed["capabilities"] = parsed["capabilities"]._replace(
-            seccomp_generator=generator._replace(content=assets[generator.script])
-        )
+        parsed[field_name(name)] = _parse_document(name, docs[name], _Document(file, origin, assets))
     return Policy(origin=origin, **parsed)
 
 

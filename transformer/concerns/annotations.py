@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 from ..draft import Draft
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..policy import Reader
+
 CONCERN = "annotations"
+
+
+class Annotation(NamedTuple):
+    key: str
+    value: str
+    # The values that already mean `value` (default: itself alone).
+    equivalent: tuple[str, ...]
+    why: str
+
+
+class AnnotationsPolicy(NamedTuple):
+    why: str
+    set: tuple[Annotation, ...]
+
+
+def parse(r: Reader) -> AnnotationsPolicy:
+    items = tuple(a.record(Annotation, equivalent=a.strs("equivalent", [a.str("value")])) for a in r.objs("set"))
+    return r.record(AnnotationsPolicy, set=items)
+
+
+DOCUMENTS = {CONCERN: parse}
 
 
 def contribute(draft: Draft, ctx: Context) -> None:

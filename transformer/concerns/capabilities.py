@@ -10,15 +10,83 @@ seccomp setting. Without it, the seccomp generator keeps those units starting.
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING, NamedTuple
+
 from .. import mounts
-from ..draft import Draft, SideFile
+from ..draft import Draft
 from ..errors import PolicyError
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..policy import AbsolutePath, FileName, Reader
+
 CONCERN = "capabilities"
 
+CAPABILITY_NAME = re.compile(r"^CAP_[A-Z0-9_]+$")
+SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
-def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
+
+class SeccompGenerator(NamedTuple):
+    from_systemd: int
+    script: FileName  # a file of the policy directory, beside the documents
+    source: FileName
+    destination: AbsolutePath
+    options: tuple[str, ...]
+    why: str
+    content: bytes | None  # the script itself, None when the policy is parsed without its files
+
+
+class CapabilitiesPolicy(NamedTuple):
+    why: str
+    sets: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    # userNamespace.capabilities: added when the config has a user namespace (they act
+    # on its namespaces only), and userNamespace.why
+    user_namespace: tuple[str, ...]
+    user_namespace_why: str
+    seccomp_generator: SeccompGenerator
+    # Never granted to a container whose root is the host's root.
+    forbidden: tuple[str, ...] = ("CAP_SYS_ADMIN",)
+
+
+def _capability_names(r: Reader, key: str) -> tuple[str, ...]:
+    names = r.strs(key)
+    for i, cap in enumerate(names):
+        if not CAPABILITY_NAME.match(cap):
+            r.fail("is not a capability name (CAP_...)", key, i)
+    return names
+
+
+def _parse_generator(g: Reader) -> SeccompGenerator:
+    generator = g.record(SeccompGenerator, content=g.asset("script"))
+    if "noexec" in generator.options:
+        g.fail("must not contain noexec: systemd executes the generator", "options")
+    return generator
+
+
+def parse(r: Reader) -> CapabilitiesPolicy:
+    userns = r.obj("userNamespace")
+    policy = r.record(
+        CapabilitiesPolicy,
+        sub={"user_namespace_": userns},
+        capabilities=_capability_names(r, "capabilities"),
+        user_namespace=_capability_names(userns, "capabilities"),
+        seccomp_generator=_parse_generator(r.obj("seccompGenerator")),
+    )
+    for i, cap in enumerate(policy.capabilities):
+        if cap in policy.forbidden or cap == "CAP_SYS_ADMIN":
+            r.fail(f"{cap} is never granted by oci-systemd", "capabilities", i)
+    for i, name in enumerate(policy.sets):
+        if name not in SETS:
+            r.fail("is not a capability set", "sets", i)
+    return policy
+
+
+DOCUMENTS = {CONCERN: parse}
+
+
+def contribute(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.capabilities
     wanted = list(ctx.options.capabilities if ctx.options.capabilities is not None else policy.capabilities)
     why = policy.why
@@ -51,18 +119,18 @@ def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
                         "warning", CONCERN,
                         f"the config itself grants {cap} in {name} to the host's root; kept, but systemd does not need it",
                     )
-    return _seccomp_generator(draft, ctx)
+    _seccomp_generator(draft, ctx)
 
 
-def _seccomp_generator(draft: Draft, ctx: Context) -> list[SideFile]:
+def _seccomp_generator(draft: Draft, ctx: Context) -> None:
     """Bind the generator into the /run tmpfs when PID 1 will lack CAP_SYS_ADMIN and the
     image's systemd is one that needs it (255 or later, or a version we cannot read)."""
     generator = ctx.options.policy.capabilities.seccomp_generator
     bounding = draft.get("process", "capabilities", "bounding") or []
     if "CAP_SYS_ADMIN" in bounding:
-        return []
+        return
     if ctx.systemd is not None and ctx.systemd.version < generator.from_systemd:
-        return []
+        return
     directory = mounts.normalise(generator.destination.rsplit("/", 1)[0])
     covering = mounts.covering(draft.doc["mounts"], directory)
     if covering is None or covering.get("type") != "tmpfs":
@@ -72,14 +140,14 @@ def _seccomp_generator(draft: Draft, ctx: Context) -> list[SideFile]:
             f"{directory} is not on a tmpfs mount; no seccomp generator, so units with User= and seccomp "
             "settings may fail with 'Failed to keep CAP_SYS_ADMIN'",
         )
-        return []
+        return
     if generator.content is None:
         raise PolicyError("the seccomp generator script was not loaded with the policy", file=generator.script)
-    source = f"{ctx.options.policy.machine_id.side_directory}/{generator.source}"
-    added = mounts.add_unless_mounted(
+    source = ctx.options.side_source(generator.source)
+    if mounts.add_unless_mounted(
         draft,
         {"destination": generator.destination, "type": "bind", "source": source, "options": list(generator.options)},
         CONCERN,
         generator.why,
-    )
-    return [SideFile(source, generator.content, 0o555)] if added else []
+    ):
+        draft.side_file(source, generator.content, 0o555)

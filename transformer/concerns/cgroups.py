@@ -8,17 +8,73 @@ image's systemd version (read from the rootfs). choose_view() decides, and says 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from .. import mounts
 from ..draft import Draft
 from ..errors import ConfigError, OptionsError
-from ..options import Options
 from ..systemd_version import SystemdVersion
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..options import Options
+    from ..policy import AbsolutePath, Reader
+
 CONCERN_V1 = "cgroup-v1"
 CONCERN_V2 = "cgroup-v2"
+
+
+class CgroupV1Policy(NamedTuple):
+    why: str
+    mountpoint: AbsolutePath
+    cgroup_mount_options: tuple[str, ...]
+    read_only_why: str
+    hierarchy: AbsolutePath
+    hierarchy_options: tuple[str, ...]
+    hierarchy_why: str
+    default_cgroups_path: AbsolutePath
+    cgroups_path_why: str
+    namespace: str
+    namespace_why: str
+    # The newest systemd that runs on v1; a newer one gets the unified view or is refused.
+    last_systemd: int
+    last_systemd_why: str
+    hybrid_why: str
+
+
+class CgroupV2Policy(NamedTuple):
+    why: str
+    mountpoint: AbsolutePath
+    mount_type: str
+    mount_type_why: str
+    cgroup_mount_options: tuple[str, ...]
+    writable_why: str
+    namespace: str
+    namespace_why: str
+    hybrid_why: str
+    # For a /sys bound from the host (see _shadow_sys_bind).
+    sys_bind_shadow_options: tuple[str, ...]
+    sys_bind_shadow_why: str
+
+
+def parse_v1(r: Reader) -> CgroupV1Policy:
+    policy = r.record(CgroupV1Policy)
+    if "ro" not in policy.cgroup_mount_options:
+        r.fail("must contain ro: a writable cgroup mount on v1 exposes every controller", "cgroupMountOptions")
+    return policy
+
+
+def parse_v2(r: Reader) -> CgroupV2Policy:
+    policy = r.record(CgroupV2Policy)
+    if policy.mount_type != "cgroup2":
+        # "cgroup" is every v1 controller on a v1 host; writable there it hands the
+        # container its own limits.
+        r.fail("must be cgroup2: type cgroup mounts every v1 controller on a v1 host", "mountType")
+    return policy
+
+
+# One concern, two documents: the view chosen for the container decides which applies.
+DOCUMENTS = {CONCERN_V1: parse_v1, CONCERN_V2: parse_v2}
 
 HOST_NAMES = {
     "v2": "a cgroup v2 host",
@@ -217,7 +273,7 @@ def contribute_unified(draft: Draft, ctx: Context) -> None:
         )
 
 
-def _shadow_sys_bind(draft: Draft, policy, concern: str) -> None:
+def _shadow_sys_bind(draft: Draft, policy: CgroupV2Policy, concern: str) -> None:
     """A tmpfs under the cgroup2 mount when /sys is a bind of the host's /sys.
 
     A rootless config (``runc spec --rootless``) has no network namespace, so it cannot

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..options import Options
 from ..rootfs import RootfsView
 from ..systemd_version import SystemdVersion
 
 if TYPE_CHECKING:
+    from ..options import Options
     from .cgroups import CgroupView
 
 

@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING, NamedTuple
 
 from .. import mounts
 from ..draft import Draft
 from ..errors import OptionsError
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..policy import Reader
+
 CONCERN = "copy-up"
+
+
+class CopyUpPolicy(NamedTuple):
+    why: str
+    # hook.stage, hook.name, ...: how the runtime runs our helper
+    hook_stage: str
+    hook_name: str
+    hook_script: str
+    hook_timeout: int
+    hook_why: str
+    hook_delegate_why: str
+    # native.option, native.why: the runtime's own copy-up
+    native_option: str
+    native_why: str
+
+
+def parse(r: Reader) -> CopyUpPolicy:
+    policy = r.record(CopyUpPolicy, sub={"hook_": r.obj("hook"), "native_": r.obj("native")})
+    if policy.hook_stage not in ("prestart", "createRuntime"):
+        r.fail("must be prestart or createRuntime (the stages that see the new mounts before pivot_root)",
+               "hook", "stage")
+    return policy
+
+
+DOCUMENTS = {CONCERN: parse}
 
 
 def _registered(draft: Draft, name: str, script: str) -> str | None:
@@ -23,8 +52,11 @@ def _registered(draft: Draft, name: str, script: str) -> str | None:
     return None
 
 
-def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
+def contribute(draft: Draft, ctx: Context) -> None:
+    """Have the tmpfs mounts that want it filled with the image's content: by the
+    runtime (native), or by our prestart helper, which a user namespace needs anyway."""
     policy = ctx.options.policy.copy_up
+    destinations = list(draft.copy_up_destinations)
     if ctx.options.copy_up == "native":
         for dest in destinations:
             index = mounts.find(draft.doc["mounts"], dest)
@@ -45,7 +77,7 @@ def contribute(draft: Draft, ctx: Context, destinations: list[str]) -> None:
         raise OptionsError(f"cannot find {policy.hook_name}, which a user namespace needs; pass --hook-path")
     does = []
     if ctx.user_namespace:
-        does.append(policy.delegate_why)
+        does.append(policy.hook_delegate_why)
     if destinations:
         does.append(f"copies {', '.join(destinations)}")
     draft.ensure_object(("hooks",), CONCERN, "the config has no hooks")

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConfigError
-from ..policy import DetectionPolicy
 from ..pointer import pointer
 from ..rootfs import ResolveError, RootfsView
 from .environment import env_value
 
+if TYPE_CHECKING:
+    from ..policy import Reader
+
 _TRUE = ("true", "enabled", "yes", "1")
 _FALSE = ("false", "disabled", "no", "0")
+
+
+class DetectionPolicy(NamedTuple):
+    why: str
+    init_paths: tuple[str, ...]
+    init_basenames: tuple[str, ...]
+    # optOutEnv.name and optOutEnv.value
+    opt_out_env_name: str
+    opt_out_env_value: str
+    annotation: str
+    never_init: tuple[str, ...] = ()
+    shells: tuple[str, ...] = ()
+
+
+def parse(r: Reader) -> DetectionPolicy:
+    return r.record(DetectionPolicy, sub={"opt_out_env_": r.obj("optOutEnv")})
+
+
+# Detection runs before every concern and decides whether they run at all.
+DOCUMENTS = {"detection": parse}
 
 
 class Detection(NamedTuple):

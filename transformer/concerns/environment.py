@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 from ..draft import Draft
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..policy import Reader
+
 CONCERN = "environment"
+
+
+class EnvVar(NamedTuple):
+    name: str
+    value: str
+    why: str
+
+
+class EnvironmentPolicy(NamedTuple):
+    why: str
+    set: tuple[EnvVar, ...]
+
+
+def _parse_var(e: Reader) -> EnvVar:
+    var = e.record(EnvVar)
+    if not var.name or "=" in var.name:
+        e.fail("must be a variable name without '='", "name")
+    return var
+
+
+def parse(r: Reader) -> EnvironmentPolicy:
+    return r.record(EnvironmentPolicy, set=tuple(_parse_var(e) for e in r.objs("set")))
+
+
+DOCUMENTS = {CONCERN: parse}
 
 
 def env_value(env: list[str], name: str) -> str | None:

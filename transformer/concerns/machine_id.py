@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import mounts
-from ..draft import Draft, SideFile
+from ..draft import Draft
 from .context import Context
 from .environment import env_value
 
+if TYPE_CHECKING:
+    from ..options import Options
+    from ..policy import AbsolutePath, BundleDirectory, FileName, Reader
+
 CONCERN = "machine-id"
+
+
+class MachineIdPolicy(NamedTuple):
+    why: str
+    # Where side files go, relative to the bundle.
+    side_directory: BundleDirectory
+    destination: AbsolutePath
+    source: FileName
+    options: tuple[str, ...]
+    bind_why: str
+    env: str
+    env_why: str
+    unit_directory: AbsolutePath
+    mask_source: FileName
+    mask_why: str
+    mask_units: tuple[str, ...] = ()
+
+
+def parse(r: Reader) -> MachineIdPolicy:
+    return r.record(MachineIdPolicy)
+
+
+DOCUMENTS = {CONCERN: parse}
 
 _HEX32_PREFIX = re.compile(r"^[0-9a-fA-F]{32}")
 _ID128 = re.compile(r"^[0-9a-f]{32}$")
@@ -43,13 +71,23 @@ def id_from_container_uuid(value: str) -> str | None:
     return None
 
 
-def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
-    policy = ctx.options.policy.machine_id
-    side: list[SideFile] = []
-    source = f"{policy.side_directory}/{policy.source}"
+def choose(config: dict[str, Any], options: Options) -> tuple[str, str]:
+    """The container's machine-id, and where it comes from, in words for the review.
 
-    # Relative bind sources are relative to the bundle (runtime-spec, runc, crun), so
-    # the bundle stays relocatable and the patch stays host-independent.
+    An already transformed (or podman-made) config keeps the identity its container_uuid
+    gives; any other gets the one its container ID derives."""
+    env = (config.get("process") or {}).get("env") or []
+    current = env_value(env, options.policy.machine_id.env)
+    if current is not None:
+        from_env = id_from_container_uuid(current)
+        if from_env is not None:
+            return from_env, f"from the config's {options.policy.machine_id.env}"
+    return machine_id_for(options.container_id), f"from container ID {options.container_id!r}"
+
+
+def contribute(draft: Draft, ctx: Context) -> None:
+    policy = ctx.options.policy.machine_id
+    source = ctx.options.side_source(policy.source)
     if mounts.add_unless_mounted(
         draft,
         {"destination": policy.destination, "type": "bind", "source": source, "options": list(policy.options)},
@@ -57,7 +95,7 @@ def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
         f"{policy.bind_why} (machine-id {ctx.machine_id})",
         ctx.resolve_quietly,
     ):
-        side.append(SideFile(source, (ctx.machine_id + "\n").encode("ascii"), 0o444))
+        draft.side_file(source, (ctx.machine_id + "\n").encode("ascii"), 0o444)
 
     env = draft.get("process", "env")
     current = env_value(env or [], policy.env)
@@ -72,11 +110,10 @@ def contribute(draft: Draft, ctx: Context) -> list[SideFile]:
             draft.add(("process", "env"), [], CONCERN, "the config has no process.env")
         draft.add(("process", "env", "-"), f"{policy.env}={ctx.machine_id}", CONCERN, policy.env_why)
 
-    _mask_commit_units(draft, ctx, side)
-    return side
+    _mask_commit_units(draft, ctx)
 
 
-def _mask_commit_units(draft: Draft, ctx: Context, side: list[SideFile]) -> None:
+def _mask_commit_units(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.machine_id
     if not policy.mask_units:
         return
@@ -90,7 +127,7 @@ def _mask_commit_units(draft: Draft, ctx: Context, side: list[SideFile]) -> None
             "and may fail on a writable rootfs",
         )
         return
-    mask_source = f"{policy.side_directory}/{policy.mask_source}"
+    mask_source = ctx.options.side_source(policy.mask_source)
     added = False
     for unit in policy.mask_units:
         mask = {
@@ -101,4 +138,4 @@ def _mask_commit_units(draft: Draft, ctx: Context, side: list[SideFile]) -> None
         }
         added |= mounts.add_unless_mounted(draft, mask, CONCERN, policy.mask_why)
     if added:
-        side.append(SideFile(mask_source, b"", 0o444))
+        draft.side_file(mask_source, b"", 0o444)

@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 from .. import mounts
 from ..draft import Draft
 from ..rootfs import ResolveError
 from .context import Context
 
+if TYPE_CHECKING:
+    from ..policy import AbsolutePath, Reader
+
 CONCERN = "tmpfs"
 
 
-def contribute(draft: Draft, ctx: Context) -> list[str]:
-    """Add the policy's tmpfs mounts; return the destinations that want copy-up."""
+class TmpfsMount(NamedTuple):
+    destination: AbsolutePath
+    options: tuple[str, ...]
+    why: str
+    copy_up: bool = False
+    size: str | None = None  # None: the policy's defaultSize
+
+
+class TmpfsPolicy(NamedTuple):
+    why: str
+    default_size: str
+    mounts: tuple[TmpfsMount, ...]
+    # Added too when root.readonly is true.
+    readonly_root: tuple[TmpfsMount, ...]
+
+
+def _parse_mount(m: Reader) -> TmpfsMount:
+    mount = m.record(TmpfsMount)
+    for i, option in enumerate(mount.options):
+        if option.startswith("size="):
+            m.fail("put the size in \"size\", not in options", "options", i)
+    return mount
+
+
+def parse(r: Reader) -> TmpfsPolicy:
+    return r.record(
+        TmpfsPolicy,
+        mounts=tuple(_parse_mount(m) for m in r.objs("mounts")),
+        readonly_root=tuple(_parse_mount(m) for m in r.objs("readonlyRoot", [])),
+    )
+
+
+DOCUMENTS = {CONCERN: parse}
+
+
+def contribute(draft: Draft, ctx: Context) -> None:
+    """Add the policy's tmpfs mounts; record in the draft those that want copy-up."""
     policy = ctx.options.policy.tmpfs
     wanted = list(policy.mounts)
     if ctx.readonly_root:
         wanted += policy.readonly_root
-    copy_up: list[str] = []
     draft.ensure_list(("mounts",), CONCERN, "the config has no mounts list")
     for entry in wanted:
         try:
@@ -52,5 +91,4 @@ def contribute(draft: Draft, ctx: Context) -> list[str]:
             why,
         )
         if entry.copy_up:
-            copy_up.append(destination)
-    return copy_up
+            draft.want_copy_up(destination)
