@@ -97,3 +97,80 @@ def test_options_validated_when_built():
 def test_normalise_capability():
     assert normalise_capability(" chown ") == "CAP_CHOWN"
     assert normalise_capability("CAP_KILL") == "CAP_KILL"
+
+
+# --- a typo in policy is an error, never a rule silently switched off ------------------
+
+
+UNKNOWN = "unknown field"
+
+
+@pytest.mark.parametrize(
+    "name,mutate,pointer,message",
+    [
+        # "copyup" for "copyUp": copy-up of /run would silently stop.
+        ("tmpfs", lambda d: d["mounts"][0].__setitem__("copyup", d["mounts"][0].pop("copyUp")), "/mounts/0/copyup",
+         UNKNOWN),
+        # "readOnlyRoot" for "readonlyRoot": the read-only extras would silently go.
+        ("tmpfs", lambda d: d.__setitem__("readOnlyRoot", d.pop("readonlyRoot")), "/readOnlyRoot", UNKNOWN),
+        ("machine-id", lambda d: d.__setitem__("maskunits", []), "/maskunits", UNKNOWN),
+        ("capabilities", lambda d: d["seccompGenerator"].__setitem__("fromsystemd", 1), "/seccompGenerator/fromsystemd",
+         UNKNOWN),
+        ("copy-up", lambda d: d["native"].__setitem__("options", "tmpcopyup"), "/native/options", UNKNOWN),
+        ("annotations", lambda d: d["set"][1].__setitem__("equivalents", []), "/set/1/equivalents", UNKNOWN),
+        # "why" only where the engine reads it: elsewhere it would show nowhere.
+        ("detection", lambda d: d["optOutEnv"].__setitem__("why", "documentation only"), "/optOutEnv/why", UNKNOWN),
+        ("journal", lambda d: d.__setitem__("$comment", ["a", "list"]), "/$comment", "must be a string"),
+        ("environment", lambda d: d.__setitem__("concern", "tmpfs"), "/concern", "names the 'tmpfs' document"),
+    ],
+)
+def test_unknown_field_is_refused_with_file_and_pointer(name, mutate, pointer, message):
+    documents = docs()
+    mutate(documents[name])
+    with pytest.raises(PolicyError) as err:
+        parse_policy(documents, "policy")
+    assert (err.value.file, err.value.pointer) == (f"policy/{name}.json", pointer)
+    assert message in err.value.message
+
+
+@pytest.mark.parametrize(
+    "name,mutate,pointer",
+    [
+        ("tmpfs", lambda d: d["mounts"][1].__setitem__("destination", "/run//lock"), "/mounts/1/destination"),
+        ("tmpfs", lambda d: d["mounts"][0].__setitem__("destination", "/run/./x"), "/mounts/0/destination"),
+        ("tmpfs", lambda d: d["mounts"][0].__setitem__("destination", "/run/x/.."), "/mounts/0/destination"),
+        ("tmpfs", lambda d: d["mounts"][0].__setitem__("destination", "//run"), "/mounts/0/destination"),
+        ("tmpfs", lambda d: d["readonlyRoot"][0].__setitem__("destination", "/var/tmp/"),
+         "/readonlyRoot/0/destination"),
+        ("machine-id", lambda d: d.__setitem__("unitDirectory", "/run/systemd/./system"), "/unitDirectory"),
+        ("machine-id", lambda d: d.__setitem__("sideDirectory", "a//b"), "/sideDirectory"),
+        ("machine-id", lambda d: d.__setitem__("sideDirectory", "a/../b"), "/sideDirectory"),
+        ("machine-id", lambda d: d.__setitem__("sideDirectory", "."), "/sideDirectory"),
+        ("cgroup-v1", lambda d: d.__setitem__("defaultCgroupsPath", "/a//{machineId}"), "/defaultCgroupsPath"),
+        ("journal", lambda d: d.__setitem__("hostDirectory", "var/log/journal"), "/hostDirectory"),
+    ],
+)
+def test_path_not_in_normal_form_is_refused(name, mutate, pointer):
+    documents = docs()
+    mutate(documents[name])
+    with pytest.raises(PolicyError) as err:
+        parse_policy(documents, "policy")
+    assert (err.value.file, err.value.pointer) == (f"policy/{name}.json", pointer)
+
+
+def test_documentation_keys_are_allowed():
+    """$comment anywhere (a string) and, at the top, the document's own concern name."""
+    documents = docs()
+    for name, doc in documents.items():
+        doc["$comment"] = f"{name}: a note for the reader"
+        assert doc.get("concern", name) == name
+    documents["tmpfs"]["mounts"][0]["$comment"] = "nested comments too"
+    documents["environment"].pop("concern")
+    assert parse_policy(documents) == parse_policy(docs())
+
+
+def test_every_shipped_document_loads_and_every_key_is_read():
+    """The shipped patches/ pass the unknown-field check (no key there is dead)."""
+    policy = load_policy()
+    assert policy.origin == str(default_policy_dir())
+    assert policy.capabilities.seccomp_generator.content == (PATCHES / "seccomp-generator.sh").read_bytes()

@@ -4,11 +4,21 @@ Each concern module owns its documents' types and parsers (concerns/__init__.py 
 them); this module is the one reader they share and the loading of the directory.
 Validation happens here, when the policy is loaded, with the file and JSON pointer of
 the offending field, so that planning only applies.
+
+A key that no parser reads is refused ("unknown field", as kustomize says): a typo
+such as "copyup" for "copyUp" would otherwise switch a rule off without a word. The
+only keys a document may carry for its human readers alone are:
+  "$comment"   anywhere, a string (the comment keyword of JSON Schema);
+  "concern"    at the top, the document's own name (a file copied under another
+               name is refused rather than read as the wrong concern).
+"why" is not among them: where the engine reads it, it is the reason a review shows
+for the op; anywhere else it would be silently lost, so it is refused too.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
@@ -35,6 +45,9 @@ DOCUMENTS = tuple(PARSERS)
 # Policy files that are not JSON documents: the seccomp generator, a POSIX sh script.
 ASSETS = ("seccomp-generator.sh",)
 
+COMMENT = "$comment"
+CONCERN = "concern"
+
 # Kinds of string a policy type may name for its fields, so that Reader.record reads
 # them with their checks. Aliases of str: to a type checker they are strings.
 AbsolutePath = str  # absolute, in normal form (Reader.path)
@@ -50,14 +63,18 @@ class _Document(NamedTuple):
     file: str
     origin: str  # the policy directory, which holds the assets too
     assets: dict[str, bytes] | None  # None: parsed without them (parse_policy alone)
+    readers: list  # every Reader of the document, for _refuse_unknown
 
 
 class Reader:
     """Typed field access into one object of a policy document, raising PolicyError
-    with the file and pointer."""
+    with the file and pointer. It records the keys it is asked for, so that the keys
+    nobody asked for can be refused once the document is parsed."""
 
     def __init__(self, doc: Any, document: _Document, tokens: tuple = ()):
         self.doc, self.document, self.tokens = doc, document, tokens
+        self._read = {COMMENT}
+        document.readers.append(self)
         if not isinstance(doc, dict):
             self.fail("must be an object")
 
@@ -65,6 +82,7 @@ class Reader:
         raise PolicyError(message, file=self.document.file, pointer=pointer(self.tokens + more) or "/")
 
     def _get(self, key: str, kind: type, default: Any = ...) -> Any:
+        self._read.add(key)
         if key not in self.doc:
             if default is ...:
                 self.fail("is required", key)
@@ -91,15 +109,19 @@ class Reader:
         return tuple(value)
 
     def path(self, key: str) -> str:
+        """An absolute path in normal form: no '//', '.', '..' or trailing '/'. A path
+        the runtime would read otherwise than written never matches the config's."""
         value = self.str(key)
-        if not value.startswith("/") or "/../" in value + "/" or value != "/" and value.endswith("/"):
+        # normpath keeps a leading '//' (POSIX lets it differ from '/'): refused too.
+        if not value.startswith("/") or posixpath.normpath(value) != value or value.startswith("//"):
             self.fail("must be a normalised absolute path", key)
         return value
 
     def relative_directory(self, key: str) -> str:
-        """A directory inside the bundle: relative, never leaving it."""
+        """A directory inside the bundle: relative, in normal form, never leaving it."""
         value = self.str(key)
-        if value.startswith("/") or ".." in value.split("/") or not value:
+        normal = posixpath.normpath(value) == value and ".." not in value.split("/")
+        if value in ("", ".") or value.startswith("/") or not normal:
             self.fail("must be a relative directory inside the bundle", key)
         return value
 
@@ -197,8 +219,23 @@ def field_name(document: str) -> str:
     return document.replace("-", "_")
 
 
+def _refuse_unknown(document: _Document) -> None:
+    """A key that no parser of the document asked for is an error."""
+    for reader in document.readers:
+        for key, value in reader.doc.items():
+            if key not in reader._read:
+                reader.fail("unknown field", key)
+            if key == COMMENT and not isinstance(value, str):
+                reader.fail("must be a string", key)
+
+
 def _parse_document(name: str, doc: Any, document: _Document) -> Any:
-    return PARSERS[name](Reader(doc, document))
+    top = Reader(doc, document)
+    if top.str(CONCERN, name) != name:
+        top.fail(f"names the {top.doc[CONCERN]!r} document, but this is the {name!r} one", CONCERN)
+    parsed = PARSERS[name](top)
+    _refuse_unknown(document)
+    return parsed
 
 
 def parse_policy(
@@ -213,7 +250,7 @@ def parse_policy(
         file = (files or {}).get(name, f"{origin}/{name}.json")
         if name not in docs:
             raise PolicyError("policy document is missing", file=file)
-        parsed[field_name(name)] = _parse_document(name, docs[name], _Document(file, origin, assets))
+        parsed[field_name(name)] = _parse_document(name, docs[name], _Document(file, origin, assets, []))
     return Policy(origin=origin, **parsed)
 
 

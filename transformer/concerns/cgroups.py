@@ -32,6 +32,7 @@ class CgroupV1Policy(NamedTuple):
     hierarchy: AbsolutePath
     hierarchy_options: tuple[str, ...]
     hierarchy_why: str
+    # A cgroup path is a path too: '/a//b' or '/a/../b' names what runc would not create.
     default_cgroups_path: AbsolutePath
     cgroups_path_why: str
     namespace: str
