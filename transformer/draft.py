@@ -52,8 +52,8 @@ class Note(NamedTuple):
 
 
 class SideFile(NamedTuple):
-    """A file a bind mount of the plan needs. `path` is that mount's source, relative
-    to the bundle directory (beside config.json)."""
+    """A file a bind mount of the plan needs. `path` is that mount's source: relative
+    to the bundle directory (beside config.json), or absolute when Options.side_dir is."""
 
     path: str
     content: bytes

@@ -1,12 +1,13 @@
 """The one frozen object that configures the pure core.
 
 Everything the core may depend on is here as a value: the policy, the host's kind of
-cgroups (already probed by the CLI), the copy-up mode and the container ID. The core itself
-reads no host state, no clock and no environment.
+cgroups (already probed by the CLI), the copy-up mode, the container ID and where the
+side files go. The core itself reads no host state, no clock and no environment.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -46,6 +47,13 @@ class Options:
     # tmpfs: the journal stays in the /var/log/journal tmpfs; host: a per-container
     # directory of the host is bound at /var/log/journal/<machine-id>.
     journal: JournalMode = "tmpfs"
+    # The directory of the side files (machine-id, masked unit, seccomp generator), which
+    # the plan's bind mounts name as their sources. None: the policy's sideDirectory
+    # (oci-systemd). A relative directory is relative to the bundle directory, as a
+    # relative bind source is for the runtime (runtime-spec, runc, crun), so the bundle
+    # stays relocatable and the patch host-independent. An absolute one is used as it
+    # is, for a caller that does not know the bundle directory (podman's precreate hook).
+    side_dir: str | None = None
 
     def __post_init__(self) -> None:
         # Validate when configured, so applying only applies (the kustomize lesson).
@@ -69,13 +77,26 @@ class Options:
                     raise OptionsError(f"--capabilities: {cap!r} is not a capability name")
                 if cap in self.policy.capabilities.forbidden:
                     raise OptionsError(f"--capabilities: {cap} is never granted by oci-systemd")
+        if self.side_dir is not None:
+            _check_side_dir(self.side_dir)
 
     def side_source(self, name: str) -> str:
-        """The mount source of side file `name`: a path in the policy's side directory,
-        relative to the bundle directory as a relative bind source is for the runtime
-        (runtime-spec, runc, crun), so the bundle stays relocatable and the patch
-        host-independent."""
-        return f"{self.policy.machine_id.side_directory}/{name}"
+        """The mount source of side file `name`: a path in the side directory."""
+        directory = self.side_dir if self.side_dir is not None else self.policy.machine_id.side_directory
+        return f"{directory}/{name}"
+
+
+def _check_side_dir(side_dir: str) -> None:
+    if side_dir in ("", ".", "/"):
+        raise OptionsError(f"--side-dir {side_dir!r} must be a directory of its own, not the bundle or the host's root")
+    # Normal form, because the sources are compared with the config's own mounts and
+    # written by the edge: '/run//x' or 'a/./b' would be a second name for one file.
+    if posixpath.normpath(side_dir) != side_dir or side_dir.startswith("//"):
+        raise OptionsError(
+            f"--side-dir {side_dir!r} must name a directory in normal form (no '.', '..', '//' or trailing '/')"
+        )
+    if ".." in side_dir.split("/"):
+        raise OptionsError(f"--side-dir {side_dir!r} must stay inside the bundle directory")
 
 
 def normalise_capability(name: str) -> str:

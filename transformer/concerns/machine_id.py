@@ -19,7 +19,7 @@ CONCERN = "machine-id"
 
 class MachineIdPolicy(NamedTuple):
     why: str
-    # Where side files go, relative to the bundle.
+    # Where side files go, relative to the bundle, unless Options.side_dir says otherwise.
     side_directory: BundleDirectory
     destination: AbsolutePath
     source: FileName
