@@ -266,8 +266,11 @@ def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideF
         with lock_bundle(bundle.directory):
             by_directory: dict[Path, list[str]] = {bundle.directory: [CONFIG]}
             for side in side_files:
-                target = bundle.directory / side.path
-                by_directory.setdefault(target.parent, []).append(target.name)
+                # Checked before anything is listed, removed or created in them.
+                parts = _parts_below(bundle.directory, side.path)
+                directory = _side_directory(bundle.directory, parts[:-1], create=False)
+                if directory is not None:
+                    by_directory.setdefault(directory, []).append(parts[-1])
             for directory, names in by_directory.items():
                 remove_stale_temporaries(directory, tuple(names))
             if bundle.config_bytes is not None:
@@ -279,26 +282,82 @@ def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideF
                         "changed while oci-systemd was planning it; nothing written, run apply again",
                         file=str(config_path),
                     )
-            for side in side_files:
-                target = bundle.directory / side.path
-                before_step("mkdir", target.parent)
-                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                # A symlinked side directory would send the write out of the bundle.
-                for parent in _between(bundle.directory, target.parent):
-                    if parent.is_symlink():
-                        raise BundleError("is a symbolic link; refusing to write through it", file=str(parent))
-                if target.is_symlink() or (target.exists() and not target.is_file()):
-                    raise BundleError("exists and is not a regular file; refusing to replace it", file=str(target))
-                write_atomic(target, side.content, side.mode)
+            _write_side_files(bundle.directory, side_files)
             write_atomic(config_path, new, bundle.config_mode)
     except OSError as exc:
         raise BundleError(f"cannot write ({exc.strerror})", file=exc.filename or str(bundle.directory)) from None
 
 
-def _between(top: Path, directory: Path) -> list[Path]:
-    """The directories from just below `top` down to `directory`."""
-    parts = directory.relative_to(top).parts
-    return [top.joinpath(*parts[: i + 1]) for i in range(len(parts))]
+def write_side_files(top: Path, side_files: tuple[SideFile, ...]) -> None:
+    """Write side files below `top` (each path relative to it, or absolute inside it)
+    with the guards of write_bundle but not its lock: for side files that live outside
+    any bundle (the podman filter's, under /run/oci-systemd)."""
+    try:
+        _write_side_files(top, side_files)
+    except OSError as exc:
+        raise BundleError(f"cannot write ({exc.strerror})", file=exc.filename or str(top)) from None
+
+
+def _write_side_files(top: Path, side_files: tuple[SideFile, ...]) -> None:
+    for side in side_files:
+        parts = _parts_below(top, side.path)
+        directory = _side_directory(top, parts[:-1], create=True)
+        assert directory is not None
+        target = directory / parts[-1]
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise BundleError("exists and is not a regular file; refusing to replace it", file=str(target))
+        write_atomic(target, side.content, side.mode)
+
+
+def _parts_below(top: Path, path: str) -> tuple[str, ...]:
+    """A side file's path as names below `top`."""
+    target = Path(path)
+    try:
+        parts = target.relative_to(top).parts if target.is_absolute() else target.parts
+    except ValueError:
+        parts = ()
+    if not parts or ".." in parts:
+        raise BundleError(f"is not below {top}; refusing to write it", file=path)
+    return parts
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+
+
+def _side_directory(top: Path, parts: tuple[str, ...], create: bool) -> Path | None:
+    """top/parts, walked from an fd of `top` down with O_NOFOLLOW at every step; with
+    `create`, each missing directory is made before the next step. A symlinked side
+    directory would send the writes out of the bundle: it is refused before anything
+    is created through it. None: a directory is missing (without `create`).
+
+    The files are then written by path: only who can already rewrite config.json could
+    swap a link in after this walk."""
+    fd = os.open(top, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth, name in enumerate(parts, 1):
+            path = top.joinpath(*parts[:depth])
+            if create:
+                before_step("mkdir", path)
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass  # a directory, or a link the open below refuses
+            try:
+                child = os.open(name, _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                what = "is a symbolic link" if os.path.islink(path) else "exists and is not a directory"
+                raise BundleError(f"{what}; refusing to write through it", file=str(path)) from None
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return top.joinpath(*parts)
 
 
 def _side_files_current(directory: Path, side_files: tuple[SideFile, ...]) -> bool:
