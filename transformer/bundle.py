@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, NamedTuple
 
-from .config import MAX_CONFIG_BYTES, parse_json
+from .config import MAX_CONFIG_BYTES, check_config, parse_json
 from .draft import SideFile
 from .errors import BundleError, ConfigError
 from .rootfs import EmptyRootfs, HostRootfs, RootfsView
@@ -48,7 +48,9 @@ class Bundle(NamedTuple):
     config: dict[str, Any]
     rootfs: RootfsView
     config_mode: int = 0o644
-    config_bytes: bytes | None = None  # exactly what was read: write_bundle's compare-and-swap
+    # Exactly what was read: write_bundle's compare-and-swap, and the bytes the podman
+    # filter gives back unchanged for a config that needs no change.
+    config_bytes: bytes | None = None
 
 
 def _read_limited(stream: BinaryIO, label: str) -> bytes:
@@ -133,22 +135,28 @@ def read_config(path: str) -> tuple[str, Any]:
 
 def read_bundle(path: str) -> Bundle:
     """BUNDLE is a directory holding config.json, or '-' for a config on stdin whose
-    bundle is the working directory (podman's precreate contract)."""
+    bundle is the working directory (podman's precreate contract). The config's shape
+    is checked here, where its file is known, after the rootfs look-up."""
     if path == "-":
         data = _read_limited(sys.stdin.buffer, "-")
-        config = parse_json(data, "-")
-        if not isinstance(config, dict):
-            raise ConfigError("must be an object", file="-", pointer="/")
-        return Bundle(None, "-", config, _rootfs(Path.cwd(), config, "-", required=False))
+        config = _object(parse_json(data, "-"), "-")
+        rootfs = _rootfs(Path.cwd(), config, "-", required=False)
+        check_config(config, "-")
+        return Bundle(None, "-", config, rootfs, config_bytes=data)
     directory = _bundle_directory(path)
     config_path = directory / CONFIG
     data, mode = read_config_file(config_path)
-    # No check_config here: plan() checks the shape, and the CLI names the file.
-    config = parse_json(data, str(config_path))
+    label = str(config_path)
+    config = _object(parse_json(data, label), label)
+    rootfs = _rootfs(directory, config, label, True)
+    check_config(config, label)
+    return Bundle(directory, label, config, rootfs, mode, data)
+
+
+def _object(config: Any, label: str) -> dict[str, Any]:
     if not isinstance(config, dict):
-        raise ConfigError("must be an object", file=str(config_path), pointer="/")
-    rootfs = _rootfs(directory, config, str(config_path), True)
-    return Bundle(directory, str(config_path), config, rootfs, mode, data)
+        raise ConfigError("must be an object", file=label, pointer="/")
+    return config
 
 
 def dumps(config: dict[str, Any]) -> bytes:
@@ -291,8 +299,10 @@ def write_bundle(bundle: Bundle, config: dict[str, Any], side_files: tuple[SideF
 def write_side_files(top: Path, side_files: tuple[SideFile, ...]) -> None:
     """Write side files below `top` (each path relative to it, or absolute inside it)
     with the guards of write_bundle but not its lock: for side files that live outside
-    any bundle (the podman filter's, under /run/oci-systemd)."""
+    any bundle (the podman filter's, under /run/oci-systemd). `top` itself is the
+    caller's, as a bundle directory is: it is made when missing, links and all."""
     try:
+        top.mkdir(mode=0o755, parents=True, exist_ok=True)
         _write_side_files(top, side_files)
     except OSError as exc:
         raise BundleError(f"cannot write ({exc.strerror})", file=exc.filename or str(top)) from None

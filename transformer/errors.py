@@ -28,6 +28,14 @@ class OciSystemdError(Exception):
         # A message must stay one line even when it quotes hostile input.
         return ": ".join(parts).replace("\n", "\\n").replace("\r", "\\r")
 
+    def naming(self, file: str) -> OciSystemdError:
+        """This error, about `file` when it names no file itself. The pure core raises
+        errors about a config without knowing where it was read; the edge that read it
+        names it, with a new error rather than by editing the one raised."""
+        if self.file is not None:
+            return self
+        return type(self)(self.message, file=file, pointer=self.pointer)
+
 
 class BundleError(OciSystemdError):
     """The bundle on disk cannot be read or written (missing, not a directory, EACCES)."""
@@ -57,3 +65,9 @@ class CopyUpError(OciSystemdError):
     """The copy-up helper refused or failed to copy image content."""
 
     exit_code = EXIT_CHANGES  # the helper's documented 1: refused or failed
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """The one line a bug is reported in (exit 123), never a traceback by default."""
+    message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return f"internal error: {message} (set OCI_SYSTEMD_DEBUG=1 for a traceback)"
