@@ -52,6 +52,16 @@ def discover(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if (p / "config.json").is_file())
 
 
+def cases(directory: Path) -> list[Path]:
+    """discover(), where finding no case is an error (a run of zero cases is no pass)."""
+    if not directory.is_dir():
+        raise OciSystemdError("is not a directory", file=str(directory))
+    found = discover(directory)
+    if not found:
+        raise OciSystemdError("holds no golden case (a directory with config.json)", file=str(directory))
+    return found
+
+
 def _read_json(path: Path) -> Any:
     data, _ = read_config_file(path)
     return parse_json(data, str(path))
