@@ -67,8 +67,8 @@ def filter_config(options: Options, container_id_given: bool, side_dir: str | No
     side = Path(side_dir) if side_dir else Path(SIDE_ROOT) / choose(bundle.config, options)[0]
     if not side.is_absolute():
         raise OptionsError(f"--side-dir must be absolute, not {str(side)!r}")
-    # The side directory a bundle would have, below the filter's own.
-    options = dataclasses.replace(options, side_dir=str(side / options.side_dir))
+    # The side directory a bundle would have (the policy's), below the filter's own.
+    options = dataclasses.replace(options, side_dir=str(side / options.policy.machine_id.side_directory))
     plan = plan_bundle(bundle, options)
     if not plan.ops:
         assert bundle.config_bytes is not None
