@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from planhelp import POLICY, mounts_at, options, run, runc_config
+from tests.harness.planning import POLICY, mounts_at, options, run, runc_config
 from transformer.concerns.cgroups import choose_view
 from transformer.errors import OptionsError
 from transformer.rootfs import DescribedRootfs
@@ -136,7 +136,7 @@ def _rootless_config() -> dict:
     the host's /sys, since there is no network namespace to mount a sysfs in."""
     import json
 
-    from planhelp import GOLDEN
+    from tests.harness.paths import GOLDEN
 
     return json.loads((GOLDEN / "runc-rootless-init" / "config.json").read_text())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planhelp import POLICY, SYSTEMD_ROOTFS, run, runc_config
+from tests.harness.planning import POLICY, SYSTEMD_ROOTFS, run, runc_config
 from transformer.concerns.detection import detect
 from transformer.errors import ConfigError
 from transformer.rootfs import DescribedRootfs, EmptyRootfs

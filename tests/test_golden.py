@@ -13,7 +13,8 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
-from support import skip_or_fail
+from tests.harness.paths import GOLDEN
+from tests.harness.skips import skip_or_fail
 from transformer import golden
 from transformer.config import parse_config
 from transformer.plan import plan
@@ -21,7 +22,6 @@ from transformer.policy import load_policy
 from transformer.rootfs import DescribedRootfs, EmptyRootfs
 from transformer.schema import DEFAULT_SCHEMA_DIR, load_validator, validate
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = golden.discover(GOLDEN)
 # Cases whose plan is refused keep the one-line error instead of a patch.
 REFUSED = [c for c in CASES if (c / golden.ERRORS).is_file()]

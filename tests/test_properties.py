@@ -14,7 +14,7 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planhelp import POLICY, SYSTEMD_ROOTFS, options, runc_config
+from tests.harness.planning import POLICY, SYSTEMD_ROOTFS, options, runc_config
 from transformer.config import check_config
 from transformer.errors import OciSystemdError
 from transformer.mounts import normalise

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from planhelp import mounts_at, run, runc_config
-from support import skip_or_fail
+from tests.harness.planning import mounts_at, run, runc_config
+from tests.harness.skips import skip_or_fail
 from transformer.policy import default_policy_dir
 from transformer.rootfs import DescribedRootfs
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from copyup_helpers import MOUNTINFO_HYBRID as HYBRID
-from copyup_helpers import MOUNTINFO_PURE_V2 as PURE_V2
-from copyup_helpers import require_hybrid_host
-from support import require_root
+from tests.harness.checks import require_hybrid_host
+from tests.harness.copyup import MOUNTINFO_HYBRID as HYBRID
+from tests.harness.copyup import MOUNTINFO_PURE_V2 as PURE_V2
+from tests.harness.skips import require_root
 from transformer.copyup import cgroup
 from transformer.copyup.bundle import NAMED_SYSTEMD, UNIFIED
 from transformer.copyup.mounts import MountInfo, parse_mountinfo

@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from copyup_helpers import HOOK, MAIN, REPO, run_helper, state_json, write_config
+from tests.harness.copyup import state_json, write_config
+from tests.harness.paths import HOOK_MAIN, HOOK_SCRIPT, REPO
+from tests.harness.runner import assert_one_line, copyup, isolated_python
 from transformer.copyup import main as main_mod
 from transformer.copyup.bundle import DEFAULT_DESTINATIONS, check_destination, default_destinations
 from transformer.copyup.jsonfast import loads
@@ -132,50 +134,47 @@ def test_default_destinations_from_config():
     assert default_destinations({}) == []
 
 
-# -- the real process: exit codes and one line on stderr -------------------------------
+# -- exit codes and one line on stderr (main() in this process; the first case and the
+# last ones run the real process, as runc does) ------------------------------------------
 
 
 def _assert_one_line(proc, code, fragment):
-    err = proc.stderr.decode()
-    assert proc.returncode == code, err
-    assert "Traceback" not in err
-    assert err.count("\n") == 1 and err.startswith("oci-systemd-copyup: "), err
-    assert fragment in err, err
+    assert_one_line(proc, "oci-systemd-copyup", code, fragment)
 
 
 def test_exit_2_malformed_state():
-    _assert_one_line(run_helper(["--stage", "prestart"], b"{not json"), 2, "malformed JSON")
+    _assert_one_line(copyup(["--stage", "prestart"], b"{not json", process=True), 2, "malformed JSON")
 
 
 def test_exit_2_unknown_stage():
-    _assert_one_line(run_helper(["--stage", "poststop"], state_json(os.getpid(), REPO)), 2, "unknown stage")
+    _assert_one_line(copyup(["--stage", "poststop"], state_json(os.getpid(), REPO)), 2, "unknown stage")
 
 
 def test_exit_2_gone_pid(tmp_path):
     child = subprocess.Popen(["true"])
     child.wait()
-    proc = run_helper(["--stage", "prestart", "/run"], state_json(child.pid, tmp_path))
+    proc = copyup(["--stage", "prestart", "/run"], state_json(child.pid, tmp_path))
     _assert_one_line(proc, 2, f"pid {child.pid} is gone")
 
 
 def test_exit_2_missing_bundle(tmp_path):
-    proc = run_helper(["--stage", "prestart"], state_json(os.getpid(), tmp_path / "nope"))
+    proc = copyup(["--stage", "prestart"], state_json(os.getpid(), tmp_path / "nope"))
     _assert_one_line(proc, 2, "bundle directory does not exist")
 
 
 def test_exit_2_bad_config(tmp_path):
     (tmp_path / "config.json").write_text('{"root": ')
-    proc = run_helper(["--stage", "prestart"], state_json(os.getpid(), tmp_path))
+    proc = copyup(["--stage", "prestart"], state_json(os.getpid(), tmp_path))
     _assert_one_line(proc, 2, "config.json: malformed JSON")
     (tmp_path / "config.json").write_text('{"root": {"path": 7}}')
-    _assert_one_line(run_helper(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path)), 2, "/root")
+    _assert_one_line(copyup(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path)), 2, "/root")
 
 
 def test_exit_0_nothing_to_copy(tmp_path):
     (tmp_path / "rootfs" / "tmp").mkdir(parents=True)  # empty, as runc leaves a mount point
     write_config(tmp_path, [{"destination": "/run", "type": "tmpfs"}, {"destination": "/tmp", "type": "tmpfs"}])
     for argv in (["--stage", "prestart"], ["--stage", "createRuntime", "/run", "/tmp", "/var/log/journal"]):
-        proc = run_helper(argv, state_json(os.getpid(), tmp_path))
+        proc = copyup(argv, state_json(os.getpid(), tmp_path))
         assert (proc.returncode, proc.stderr, proc.stdout) == (0, b"", b"")
 
 
@@ -184,7 +183,7 @@ def test_exit_1_target_is_not_a_tmpfs(tmp_path):
     (tmp_path / "rootfs" / "run").mkdir(parents=True)
     (tmp_path / "rootfs" / "run" / "f").write_bytes(b"x")
     write_config(tmp_path)
-    proc = run_helper(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path))
+    proc = copyup(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path))
     _assert_one_line(proc, 1, "container /run: not a tmpfs")
 
 
@@ -192,10 +191,10 @@ def test_exit_1_source_top_is_a_symlink(tmp_path):
     (tmp_path / "rootfs").mkdir()
     os.symlink("/etc", tmp_path / "rootfs" / "run")
     write_config(tmp_path)
-    proc = run_helper(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path))
+    proc = copyup(["--stage", "prestart", "/run"], state_json(os.getpid(), tmp_path))
     _assert_one_line(proc, 1, "image path /run: is a symlink (not followed)")
     os.symlink("/", tmp_path / "rootfs" / "var")
-    proc = run_helper(["--stage", "prestart", "/var/log/journal"], state_json(os.getpid(), tmp_path))
+    proc = copyup(["--stage", "prestart", "/var/log/journal"], state_json(os.getpid(), tmp_path))
     _assert_one_line(proc, 1, "image path /var: is a symlink")
 
 
@@ -228,7 +227,6 @@ def test_help_and_module_invocation():
 
 _CLOSURE = r"""
 import sys
-sys.path.insert(0, {repo!r})
 before = set(sys.modules)
 import transformer.copyup.main, transformer.copyup.copyup, transformer.copyup.engine
 import transformer.copyup.target, transformer.copyup.hooksconfig, transformer.copyup.source, transformer.copyup.state
@@ -243,8 +241,8 @@ print("\n".join(new))
 
 
 def test_import_closure_is_stdlib_plus_own_modules():
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", _CLOSURE.format(repo=str(REPO))],
-                         capture_output=True, check=True, text=True).stdout.split()
+    argv, env = isolated_python(_CLOSURE)
+    out = subprocess.run(argv, env=env, capture_output=True, check=True, text=True).stdout.split()
     ours = {m for m in out if m.split(".")[0] == "transformer"}
     assert ours, "nothing imported: the test is broken"
     allowed = {"transformer", "transformer.errors"}
@@ -261,14 +259,12 @@ def test_nothing_to_copy_imports_stay_small(tmp_path):
     ctypes, no argparse when there is nothing to copy."""
     write_config(tmp_path)
     (tmp_path / "rootfs").mkdir()
-    code = (
+    argv, env = isolated_python(
         "import sys, runpy; sys.argv = ['x', '--stage', 'prestart', '/run'];"
-        f"sys.path.insert(0, {str(REPO)!r});"
         "import transformer.copyup.main as m; rc = m.main();"
         "print(rc, ' '.join(sorted(sys.modules)))"
     )
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=state_json(os.getpid(), tmp_path),
-                          capture_output=True, check=True)
+    proc = subprocess.run(argv, env=env, input=state_json(os.getpid(), tmp_path), capture_output=True, check=True)
     rc, modules = proc.stdout.decode().split(" ", 1)
     assert rc == "0"
     loaded = set(modules.split())
@@ -278,7 +274,7 @@ def test_nothing_to_copy_imports_stay_small(tmp_path):
     assert not loaded & heavy, loaded & heavy
 
 
-@pytest.mark.parametrize("script", [MAIN, HOOK])
+@pytest.mark.parametrize("script", [HOOK_MAIN, HOOK_SCRIPT])
 def test_runs_as_a_file_without_site(script):
     proc = subprocess.run([sys.executable, "-I", "-S", str(script), "--version"], capture_output=True, cwd="/")
     assert proc.returncode == 0 and proc.stdout.startswith(b"oci-systemd-copyup ")

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    HOOK_ARGV,
+from tests.harness.checks import require_hybrid_host
+from tests.harness.copyup import (
     MOUNTINFO_HYBRID as HYBRID,
     MOUNTINFO_LEGACY as LEGACY,
     MOUNTINFO_NO_CGROUPS as NO_CGROUPS,
     MOUNTINFO_PURE_V2 as PURE_V2,
-    REPO,
-    require_hybrid_host,
-    run_helper,
     state_json,
     write_config,
 )
+from tests.harness.runner import HOOK_ARGV, copyup, isolated_python
 from transformer.copyup.bundle import (
     NAMED_SYSTEMD,
     UNIFIED,
@@ -158,13 +155,11 @@ def test_delegation_module_is_not_loaded_by_the_guard(tmp_path):
     """Every start runs the guard; only a user namespace loads cgroup.py (and ctypes)."""
     write_config(tmp_path, [CGROUP2_MOUNT, SYSTEMD_BIND])
     (tmp_path / "rootfs").mkdir()
-    code = (
-        f"import sys; sys.path.insert(0, {str(REPO)!r});"
-        "import transformer.copyup.main as m; rc = m.main(['--stage', 'prestart']);"
+    argv, env = isolated_python(
+        "import sys; import transformer.copyup.main as m; rc = m.main(['--stage', 'prestart']);"
         "print(rc, ' '.join(sorted(sys.modules)))"
     )
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=state_json(os.getpid(), tmp_path),
-                          capture_output=True, check=True)
+    proc = subprocess.run(argv, env=env, input=state_json(os.getpid(), tmp_path), capture_output=True, check=True)
     rc, modules = proc.stdout.decode().split(" ", 1)
     kinds = read_host_cgroup_hierarchies()
     assert rc == ("0" if {"cgroup2", NAMED_SYSTEMD} <= kinds else "1"), proc.stderr
@@ -176,5 +171,5 @@ def test_delegation_module_is_not_loaded_by_the_guard(tmp_path):
 def test_helper_refuses_a_config_without_mounts_list(tmp_path):
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "config.json").write_text('{"root": {"path": "rootfs"}, "mounts": {"a": 1}}')
-    proc = run_helper(["--stage", "prestart"], state_json(os.getpid(), tmp_path))
+    proc = copyup(["--stage", "prestart"], state_json(os.getpid(), tmp_path))
     assert proc.returncode == 2 and b"/mounts: must be a list" in proc.stderr

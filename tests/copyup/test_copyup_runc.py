@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import subprocess
@@ -12,18 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    RUNC,
-    Container,
-    build_fidelity_tree,
-    diff_snapshots,
-    make_busybox_rootfs,
-    require_runc,
-    runc_bundle,
-    set_times,
-    snapshot,
-)
-from support import require_root
+from tests.harness.copyup import build_fidelity_tree, make_busybox_rootfs, runc_bundle, set_times
+from tests.harness.runc_harness import RUNC, RuncContainer, require_runc
+from tests.harness.skips import require_root
+from tests.harness.trees import diff_snapshots, sha256_file, snapshot
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -41,11 +32,7 @@ def bundle(tmp_path):
 
 
 def _host_digest(paths) -> dict:
-    out = {}
-    for p in paths:
-        with open(p, "rb") as f:
-            out[p] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return {p: sha256_file(p) for p in paths}
 
 
 HOST_FILES = ["/etc/shadow", "/etc/passwd", "/etc/hostname"]
@@ -77,9 +64,8 @@ def test_fidelity_in_a_runc_container(bundle):
                        "source": str(mask), "options": ["bind", "ro"]}],
         hook_args=["/run", "/run/lock", "/tmp"],
     )
-    with Container(bundle) as c:
-        result = c.start()
-        assert result.returncode == 0, result.stderr.decode()
+    with RuncContainer(bundle) as c:
+        c.start()
         root = c.root()
         seen_run = snapshot(root / "run")
         seen_tmp = snapshot(root / "tmp")
@@ -100,9 +86,8 @@ def test_create_runtime_stage(bundle):
     (rootfs / "run").mkdir()
     (rootfs / "run" / "marker").write_bytes(b"createRuntime")
     runc_bundle(bundle, tmpfs_mounts=[("/run", TMPFS_OPTS)], hook_args=["/run"], stage="createRuntime")
-    with Container(bundle) as c:
-        result = c.start()
-        assert result.returncode == 0, result.stderr.decode()
+    with RuncContainer(bundle) as c:
+        c.start()
         assert (c.root() / "run" / "marker").read_bytes() == b"createRuntime"
 
 
@@ -112,9 +97,8 @@ def test_native_tmpcopyup_mounts_are_left_alone(bundle):
     (rootfs / "tmp").mkdir()
     (rootfs / "tmp" / "keep").write_bytes(b"k")
     runc_bundle(bundle, tmpfs_mounts=[("/tmp", ["nodev", "tmpcopyup"])], hook_args=[])
-    with Container(bundle) as c:
-        result = c.start()
-        assert result.returncode == 0, result.stderr.decode()
+    with RuncContainer(bundle) as c:
+        c.start()
         assert (c.root() / "tmp" / "keep").read_bytes() == b"k"
 
 
@@ -187,9 +171,9 @@ def test_hostile_images_under_runc(bundle, tmp_path, case, outcome):
         os.mknod(rootfs / "run" / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     before = _host_digest(HOST_FILES + [str(canary)])
     runc_bundle(bundle, tmpfs_mounts=[("/run", run_opts)], hook_args=["/run"])
-    with Container(bundle) as c:
-        result = c.start()
-        err = result.stderr.decode(errors="replace")
+    with RuncContainer(bundle) as c:
+        result = c.start(check=False)
+        err = result.stdout
         if outcome is None:
             assert result.returncode == 0, err
             root = c.root() / "run"
@@ -232,12 +216,12 @@ def test_twenty_containers_at_once(tmp_path):
             (b / "rootfs" / "run" / f"f{j}").write_bytes(f"{i}-{j}".encode())
         runc_bundle(b, tmpfs_mounts=[("/run", TMPFS_OPTS)], hook_args=["/run"])
         bundles.append(b)
-    containers = [Container(b) for b in bundles]
+    containers = [RuncContainer(b) for b in bundles]
     try:
         with ThreadPoolExecutor(max_workers=20) as pool:
-            results = list(pool.map(lambda c: c.start(), containers))
+            results = list(pool.map(lambda c: c.start(timeout=90, check=False), containers))
         for i, (c, r) in enumerate(zip(containers, results)):
-            assert r.returncode == 0, r.stderr.decode()
+            assert r.returncode == 0, r.stdout
             root = c.root() / "run"
             assert (root / "marker").read_bytes() == f"container {i}\n".encode() * 100
             assert sorted(os.listdir(root)) == sorted(["marker"] + [f"f{j}" for j in range(50)])

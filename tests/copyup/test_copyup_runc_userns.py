@@ -15,23 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    FIXED_NS,
-    ID_MAP,
-    SHIFT,
-    Container,
-    make_busybox_rootfs,
-    require_hybrid_host,
-    require_runc,
-    runc_bundle,
-    set_times,
-    shift_owners,
-)
+from tests.harness.checks import require_hybrid_host
+from tests.harness.copyup import FIXED_NS, make_busybox_rootfs, runc_bundle, set_times
+from tests.harness.runc_harness import RuncContainer, require_runc
+from tests.harness.userns import HOST_ID as HOST
+from tests.harness.userns import SIZE, shift_owners
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 TMPFS_OPTS = ["nosuid", "nodev", "mode=755"]
-_, HOST, SIZE = (int(x) for x in ID_MAP.split())
 
 
 @pytest.fixture
@@ -85,16 +77,16 @@ def _userns_config(bundle: Path, view: str, cgroups_path: str) -> None:
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
 
 
-def _check_copy(c: Container) -> None:
+def _check_copy(c: RuncContainer) -> None:
     f = c.root() / "run" / "log" / "f"
     st = os.stat(f)
-    assert (st.st_uid, st.st_gid) == (SHIFT + 1234, SHIFT + 1235)
+    assert (st.st_uid, st.st_gid) == (HOST + 1234, HOST + 1235)
     assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o640, FIXED_NS)
     inside = c.exec("stat", "-c", "%u %g %a", "/run/log/f", "/run")
-    assert inside.stdout == b"1234 1235 640\n0 0 755\n", inside.stderr
+    assert inside.stdout == "1234 1235 640\n0 0 755\n", inside.stderr
 
 
-def _check_delegated(host_dir: Path, files: list[str], inside: str, c: Container) -> None:
+def _check_delegated(host_dir: Path, files: list[str], inside: str, c: RuncContainer) -> None:
     for name in ["", *files]:
         st = os.stat(host_dir / name)
         assert (st.st_uid, st.st_gid) == (HOST, HOST), f"{host_dir / name}: {st.st_uid}:{st.st_gid}"
@@ -110,9 +102,8 @@ def _check_delegated(host_dir: Path, files: list[str], inside: str, c: Container
 def test_userns_container_on_this_hybrid_host(bundle, view):
     path = f"/copyup-test-{uuid.uuid4().hex[:12]}"
     _userns_config(bundle, view, path)
-    with Container(bundle) as c:
-        result = c.start()
-        assert result.returncode == 0, result.stderr.decode()
+    with RuncContainer(bundle) as c:
+        c.start()
         _check_copy(c)
         if view == "v1":
             named = Path(f"/sys/fs/cgroup/systemd{path}")
@@ -128,9 +119,8 @@ def test_userns_container_on_a_pure_v2_host(bundle):
     hierarchy is /sys/fs/cgroup/unified in the test's (the host's) view."""
     path = f"/copyup-test-{uuid.uuid4().hex[:12]}"
     _userns_config(bundle, "unified", path)
-    with Container(bundle, cgroup_v2=True) as c:
-        result = c.start()
-        assert result.returncode == 0, result.stderr.decode()
+    with RuncContainer(bundle, cgroup_v2=True) as c:
+        c.start()
         _check_copy(c)
         _check_delegated(Path(f"/sys/fs/cgroup/unified{path}"),
                          ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"], "/sys/fs/cgroup", c)

@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    build_fidelity_tree,
-    diff_snapshots,
-    private_tmpfs_holder,
-    run_helper,
-    snapshot,
-    state_json,
-    tmpfs,
-    write_config,
-)
-from support import require_root
+from tests.harness.copyup import build_fidelity_tree, state_json, write_config
+from tests.harness.mounts import private_tmpfs_holder, tmpfs
+from tests.harness.runner import copyup
+from tests.harness.skips import require_root
+from tests.harness.trees import diff_snapshots, snapshot
 from transformer.copyup.target import MountInfo, _unescape
 
 
@@ -38,7 +32,7 @@ def test_copy_into_private_tmpfs(tmp_path):
     (rootfs / "run" / "lock" / "l").write_bytes(b"lock")
     before = snapshot(rootfs / "run")
     with private_tmpfs_holder(rootfs, [("/run", "nodev,mode=700"), ("/run/lock", "nodev")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run", "/run/lock"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run", "/run/lock"], state_json(pid, bundle))
         assert proc.returncode == 0, proc.stderr
         seen = snapshot(f"/proc/{pid}/root{rootfs}/run")
     assert diff_snapshots(before, seen) == []
@@ -55,7 +49,7 @@ def test_host_tmpfs_bound_in_is_refused(tmp_path):
     with tmpfs(tmp_path / "hostshm") as hostshm:
         bind = f"mount --bind '{hostshm}' '{rootfs}/run' || exit 9; "
         with private_tmpfs_holder(rootfs, [], extra=bind) as pid:
-            proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+            proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
             assert proc.returncode == 1, proc.stderr
             assert b"also mounted in the host namespace" in proc.stderr, proc.stderr
         assert os.listdir(hostshm) == []
@@ -67,7 +61,7 @@ def test_tmpfs_on_the_image_path_in_host_view_is_refused(tmp_path):
     bundle, rootfs = _bundle(tmp_path)
     with tmpfs(rootfs / "run") as run:
         (run / "f").write_bytes(b"x")
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(os.getpid(), bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(os.getpid(), bundle))
         assert proc.returncode == 1 and b"refusing to write" in proc.stderr, proc.stderr
         assert os.listdir(run) == ["f"]
 
@@ -80,10 +74,10 @@ def test_missing_mount_point_is_refused(tmp_path):
     (rootfs / "run" / "lock").mkdir(parents=True)
     (rootfs / "run" / "lock" / "f").write_bytes(b"x")
     with private_tmpfs_holder(rootfs, [("/run", "nodev")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run/lock"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run/lock"], state_json(pid, bundle))
         assert proc.returncode == 1 and b"container rootfs" in proc.stderr, proc.stderr
         os.mkdir(f"/proc/{pid}/root{rootfs}/run/lock")
-        proc = run_helper(["--stage", "prestart", "/run/lock"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run/lock"], state_json(pid, bundle))
         assert proc.returncode == 1 and b"no tmpfs is mounted there" in proc.stderr, proc.stderr
         assert os.listdir(f"/proc/{pid}/root{rootfs}/run/lock") == []
 
@@ -94,10 +88,10 @@ def test_devices_need_a_nodev_tmpfs(tmp_path):
     (rootfs / "run").mkdir()
     os.mknod(rootfs / "run" / "sda", 0o60600, os.makedev(8, 0))
     with private_tmpfs_holder(rootfs, [("/run", "dev")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         assert proc.returncode == 1 and b"not mounted nodev" in proc.stderr, proc.stderr
     with private_tmpfs_holder(rootfs, [("/run", "nodev")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         assert proc.returncode == 0, proc.stderr
         assert os.stat(f"/proc/{pid}/root{rootfs}/run/sda").st_rdev == os.makedev(8, 0)
 
@@ -112,7 +106,7 @@ def test_default_destinations_mode(tmp_path):
     (rootfs / "srv").mkdir()
     (rootfs / "srv" / "no").write_bytes(b"not on the default list")
     with private_tmpfs_holder(rootfs, [("/tmp", "nodev"), ("/srv", "nodev")]) as pid:
-        proc = run_helper(["--stage", "prestart"], state_json(pid, bundle, status="created", root=str(rootfs)))
+        proc = copyup(["--stage", "prestart"], state_json(pid, bundle, status="created", root=str(rootfs)))
         assert proc.returncode == 0, proc.stderr
         assert os.listdir(f"/proc/{pid}/root{rootfs}/tmp") == ["keep"]
         assert os.listdir(f"/proc/{pid}/root{rootfs}/srv") == []

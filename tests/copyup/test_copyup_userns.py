@@ -7,30 +7,19 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    CAP_NET_BIND_SERVICE,
-    FIXED_NS,
-    REPO,
-    SHIFT,
-    build_fidelity_tree,
-    diff_snapshots,
-    private_tmpfs_holder,
-    run_helper,
-    set_times,
-    shift_owners,
-    snapshot,
-    state_json,
-    userns_tmpfs_holder,
-    without_symlink_atimes,
-    write_config,
-)
-from support import require_root, skip_or_fail
+from tests.harness.copyup import (CAP_NET_BIND_SERVICE, FIXED_NS, build_fidelity_tree, set_times, state_json,
+                                  write_config)
+from tests.harness.mounts import private_tmpfs_holder, userns_tmpfs_holder
+from tests.harness.runner import copyup, isolated_python
+from tests.harness.skips import require_root, skip_or_fail
+from tests.harness.trees import diff_snapshots, snapshot, without_symlink_atimes
+from tests.harness.userns import HOST_ID as SHIFT
+from tests.harness.userns import shift_owners
 from transformer.copyup.copyup import own_user_namespace
 from transformer.copyup.engine import Stats
 from transformer.copyup.jsonfast import dumps, loads
@@ -193,7 +182,7 @@ def test_copy_lands_as_the_mapped_owners(tmp_path):
         with pytest.raises(OSError) as info:  # what the helper used to do
             os.mkdir(target / "as-host-root")
         assert info.value.errno == 75  # EOVERFLOW
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         assert (proc.returncode, proc.stderr) == (0, b"")
         st = os.stat(target / "log" / "f")
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (101234, 101235, 0o640, FIXED_NS)
@@ -213,12 +202,12 @@ def test_fidelity_in_a_user_namespace(tmp_path):
     build_fidelity_tree(run, root=True)
     for node in ("null", "loop0"):  # device nodes: see test_device_nodes_are_refused
         (run / node).unlink()
-    shift_owners(rootfs)
+    shift_owners(rootfs, drop_file_capabilities=True)
     os.setxattr(run / "cap", "security.capability", CAP_NET_BIND_SERVICE)  # chown cleared it
     set_times(run)
     expected = without_symlink_atimes(snapshot(run))
     with userns_tmpfs_holder(rootfs, [("/run", "mode=700")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         assert proc.returncode == 0, proc.stderr
         seen = without_symlink_atimes(snapshot(f"/proc/{pid}/root{run}"))
     v3 = seen[b"cap"]["xattrs"].pop("security.capability")
@@ -235,7 +224,7 @@ def _refused(tmp_path, prepare, fragment, mounts=(("/run", "mode=755"),)):
     shift_owners(rootfs)
     prepare(rootfs)
     with userns_tmpfs_holder(rootfs, list(mounts)) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         err = proc.stderr.decode()
         assert proc.returncode == 1, err
         assert err.startswith("oci-systemd-copyup: ") and err.count("\n") == 1 and "Traceback" not in err
@@ -292,7 +281,7 @@ def test_readable_unmapped_entry_lands_as_nobody(tmp_path):
     shift_owners(rootfs)
     (rootfs / "run" / "log" / "public").write_bytes(b"readable")  # host 0:0, 0644
     with userns_tmpfs_holder(rootfs, [("/run", "mode=755")]) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         assert proc.returncode == 0, proc.stderr
         st = os.stat(f"/proc/{pid}/root{rootfs}/run/log/public")
         assert (st.st_uid, st.st_gid) == (SHIFT + 65534, SHIFT + 65534)
@@ -305,9 +294,9 @@ def test_root_not_mapped_is_refused(tmp_path):
     shift_owners(rootfs)
     with userns_tmpfs_holder(rootfs, [("/run", "mode=755")], uid_map="1 100001 65535", gid_map="0 100000 65536",
                              root_owned=False) as pid:
-        proc = run_helper(["--stage", "prestart", "/run"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart", "/run"], state_json(pid, bundle))
         # The maps are only needed to copy or delegate: nothing to do, nothing refused.
-        nothing = run_helper(["--stage", "prestart", "/tmp"], state_json(pid, bundle))
+        nothing = copyup(["--stage", "prestart", "/tmp"], state_json(pid, bundle))
     assert proc.returncode == 1
     assert b"container uid 0 is not mapped in /proc/" in proc.stderr and proc.stderr.count(b"\n") == 1
     assert (nothing.returncode, nothing.stderr) == (0, b"")
@@ -342,7 +331,7 @@ def test_native_mode_delegates_and_copies_nothing(tmp_path):
         cg.mkdir()
         try:
             (cg / "cgroup.procs").write_text(str(pid))
-            proc = run_helper(["--stage", "prestart"], state_json(pid, bundle))
+            proc = copyup(["--stage", "prestart"], state_json(pid, bundle))
             assert (proc.returncode, proc.stderr) == (0, b"")
             assert os.listdir(f"/proc/{pid}/root{rootfs}/run") == []
             for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
@@ -362,7 +351,7 @@ def test_native_mode_refuses_the_hosts_root_cgroup(tmp_path):
     shift_owners(rootfs)
     _native_config(bundle)
     with userns_tmpfs_holder(rootfs, [("/run", "mode=755")]) as pid:
-        proc = run_helper(["--stage", "prestart"], state_json(pid, bundle))
+        proc = copyup(["--stage", "prestart"], state_json(pid, bundle))
     assert proc.returncode == 1
     assert b"container's unified cgroup is the hierarchy's root /" in proc.stderr
 
@@ -377,15 +366,14 @@ def test_no_user_namespace_no_child_and_no_new_modules(tmp_path):
     bundle, rootfs = _image(tmp_path)
     _mapped_run(rootfs)
     code = (
-        f"import os, sys; sys.path.insert(0, {str(REPO)!r});"
-        "import transformer.copyup.main as m;"
+        "import os, sys; import transformer.copyup.main as m;"
         "forks = []; real = os.fork; os.fork = lambda: forks.append(1) or real();"
         "rc = m.main(['--stage', 'prestart', '/run']);"
         "print(rc, len(forks), ' '.join(sorted(sys.modules)))"
     )
     with private_tmpfs_holder(rootfs, [("/run", "nodev")]) as pid:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], input=state_json(pid, bundle),
-                              capture_output=True)
+        argv, env = isolated_python(code)
+        proc = subprocess.run(argv, env=env, input=state_json(pid, bundle), capture_output=True)
         assert proc.returncode == 0, proc.stderr
         rc, forks, modules = proc.stdout.decode().split(" ", 2)
         assert (rc, forks) == ("0", "0")

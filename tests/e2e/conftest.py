@@ -8,12 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support import require_root, skip_or_fail
 
-import bundles
-from e2e_figures import BOOT_FIGURES
-import rootfs_cache
-import runc_harness
+from tests.harness import bundles, rootfs_cache, runc_harness
+from tests.harness.figures import BOOT_FIGURES
+from tests.harness.skips import require_root, skip_or_fail
 
 
 def e2e_preconditions() -> None:

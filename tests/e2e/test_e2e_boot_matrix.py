@@ -35,13 +35,9 @@ from pathlib import Path
 
 import pytest
 
-import bundles
-import checks
-import parallel
-import runc_harness
-import tree_manifest
-from e2e_figures import BOOT_FIGURES
-from host_state import HostSnapshot
+from tests.harness import bundles, checks, parallel, runc_harness, trees
+from tests.harness.figures import BOOT_FIGURES
+from tests.harness.host_state import HostSnapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -87,9 +83,9 @@ def run_case(case: Case, images, workdir: Path) -> dict:
         cfg = bundles.apply(bundle, cgroup=cgroup, copy_up=copy_up)
         if copy_up == "hook":
             assert cfg["hooks"]["prestart"], "hook mode registered no prestart hook"
-        after_apply = tree_manifest.manifest(rootfs)
+        after_apply = trees.manifest(rootfs)
         assert after_apply == image.manifest, (
-            "apply changed the image rootfs:\n" + tree_manifest.describe_difference(image.manifest, after_apply))
+            "apply changed the image rootfs:\n" + trees.describe_difference(image.manifest, after_apply))
 
         machine_id = (bundle / "oci-systemd/machine-id").read_text().strip()
         image_id = _snapshot_image_machine_id(rootfs)
@@ -120,9 +116,9 @@ def run_case(case: Case, images, workdir: Path) -> dict:
         checks.check_nothing_left(sandbox, cid, cgroups_path)
         assert _snapshot_image_machine_id(rootfs) == image_id, "the runs changed the image's /etc/machine-id"
         if readonly:
-            after_runs = tree_manifest.manifest(rootfs)
+            after_runs = trees.manifest(rootfs)
             assert after_runs == image.manifest, (
-                "root.readonly, yet the tree changed:\n" + tree_manifest.describe_difference(image.manifest, after_runs))
+                "root.readonly, yet the tree changed:\n" + trees.describe_difference(image.manifest, after_runs))
         return figures
     finally:
         bundles.remove_bundle(bundle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-import runc_harness
+from tests.harness import runc_harness
 
 
 def _scripted(*answers: str):

@@ -17,10 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import require_root, skip_or_fail
 
-import rootfs_cache
-import runc_harness
+from tests.harness import rootfs_cache, runc_harness
+from tests.harness.skips import require_root, skip_or_fail
 
 pytestmark = pytest.mark.e2e
 

@@ -20,21 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from hardening_support import (
-    HOOK_OPTS,
-    STATE_FILE,
-    assert_one_line,
-    cli,
-    file_sha256,
-    hook,
-    make_bundle,
-    runc_spec_config,
-    state,
-    tree_digest,
-)
-from support import require_root, skip_or_fail
+from tests.harness.bundles import make_systemd_bundle
+from tests.harness.copyup import STATE_FILE, state
+from tests.harness.planning import runc_config
+from tests.harness.runner import HOOK_OPTS, assert_one_line, cli, copyup
+from tests.harness.skips import require_root, skip_or_fail
+from tests.harness.trees import manifest, sha256_file
 
-GOOD = json.dumps(runc_spec_config(), indent=2).encode()
+GOOD = json.dumps(runc_config(), indent=2).encode()
 
 
 def _deep(n: int, open_: bytes, close: bytes, inner: bytes = b"") -> bytes:
@@ -153,19 +146,19 @@ FIELDS = {
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
-    return make_bundle(tmp_path / "bundle")
+    return make_systemd_bundle(tmp_path / "bundle")
 
 
 def _refused(bundle: Path, commands, fragments, *, label: Path | None = None, watch=()) -> None:
     label = label or bundle / "config.json"
-    before = tree_digest(bundle)
-    watched = {p: file_sha256(p) for p in watch}
+    before = manifest(bundle)
+    watched = {p: sha256_file(p) for p in watch}
     for command in commands:
         result = cli(command, str(bundle), "--cgroup", "v1", *HOOK_OPTS)
         parts = [f": {f}: " if f.startswith("/") else f for f in fragments]
         assert_one_line(result, "oci-systemd", 2, f"oci-systemd: error: {label}", *parts)
-    assert tree_digest(bundle) == before, "a refused bundle changed"
-    assert {p: file_sha256(p) for p in watch} == watched, "a host file changed"
+    assert manifest(bundle) == before, "a refused bundle changed"
+    assert {p: sha256_file(p) for p in watch} == watched, "a host file changed"
 
 
 @pytest.mark.parametrize("name", sorted(BYTES))
@@ -178,7 +171,7 @@ def test_config_bytes_refused(bundle: Path, name: str):
 @pytest.mark.parametrize("name", sorted(FIELDS))
 def test_config_fields_refused(bundle: Path, name: str):
     mutate, pointer, reason = FIELDS[name]
-    config = runc_spec_config()
+    config = runc_config()
     mutate(config)
     (bundle / "config.json").write_text(json.dumps(config, indent=2))
     _refused(bundle, ("apply",), [pointer, reason])
@@ -290,12 +283,12 @@ def test_200mb_config_refused_quickly(bundle: Path, tmp_path: Path, how: str):
         label = "-"
     else:
         shutil.move(big, bundle / "config.json")
-        before = tree_digest(bundle)
+        before = manifest(bundle)
         command = how.split("-")[1]
         result, peak, seconds = _child_peak_rss_kib(lambda prefix: cli(command, str(bundle), prefix=prefix),
                                                     tmp_path / "peak")
         label = str(bundle / "config.json")
-        assert tree_digest(bundle) == before
+        assert manifest(bundle) == before
     assert_one_line(result, "oci-systemd", 2, f"error: {label}: ", "larger than 4 MiB")
     # A reader of the whole file would need 200+ MB; the refusal needs the interpreter.
     assert peak < 120 * 1024, f"peak RSS {peak} KiB: the config was read into memory"
@@ -320,11 +313,11 @@ def test_bundle_without_permission_to_read(bundle: Path):
     """A bundle directory (mode 0) its caller cannot enter."""
     os.chmod(bundle, 0)
     try:
-        before = tree_digest(bundle)
+        before = manifest(bundle)
         result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, prefix=_as_unprivileged("no-dac"))
         assert_one_line(result, "oci-systemd", 2, f"error: {bundle / 'config.json'}: ", "cannot be opened",
                         "Permission denied")
-        assert tree_digest(bundle) == before
+        assert manifest(bundle) == before
     finally:
         os.chmod(bundle, 0o755)
 
@@ -333,18 +326,18 @@ def test_bundle_below_a_directory_without_permission(tmp_path: Path):
     """The bundle's parent cannot be searched by the caller (a user pointing at root's
     tree): refused as bad input, not an internal error."""
     parent = tmp_path / "private"
-    bundle = make_bundle(parent / "bundle")
+    bundle = make_systemd_bundle(parent / "bundle")
     tmp_path.chmod(0o755)
     os.chmod(parent, 0o700)
-    before = tree_digest(parent)
+    before = manifest(parent)
     result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, prefix=_as_unprivileged("nobody"))
     assert_one_line(result, "oci-systemd", 2, f"error: {bundle}: ", "bundle cannot be examined", "Permission denied")
-    assert tree_digest(parent) == before
+    assert manifest(parent) == before
 
 
 @pytest.mark.parametrize("kind", ["absolute-host-file", "dangling-symlink", "fifo", "relative-dotdot-file"])
 def test_rootfs_not_a_directory(bundle: Path, tmp_path: Path, kind: str):
-    config = runc_spec_config()
+    config = runc_config()
     host = tmp_path / "host-file"
     host.write_text("host content\n")
     if kind == "absolute-host-file":
@@ -391,7 +384,7 @@ STATE_BYTES = {
     "whitespace-only": (lambda b: b" \n\t ", "", "empty"),
     "truncated": (lambda b: _good_state(b)[:40], "", "malformed JSON"),
     "bom": (lambda b: b"\xef\xbb\xbf" + _good_state(b), "", "malformed JSON"),
-    "latin1-id": (lambda b: _good_state(b).replace(b'"hardening-', b'"caf\xe9-'), "", "not UTF-8"),
+    "latin1-id": (lambda b: _good_state(b).replace(b'"id": "', b'"id": "caf\xe9-'), "", "not UTF-8"),
     "nan-pid": (lambda b: _good_state(b).replace(f'"pid": {os.getpid()}'.encode(), b'"pid": NaN'), "", "malformed JSON"),
     "infinity-pid": (lambda b: _good_state(b).replace(f'"pid": {os.getpid()}'.encode(), b'"pid": Infinity'), "",
                      "malformed JSON"),
@@ -430,13 +423,13 @@ STATE_FIELDS = {
 
 
 def _hook_refused(bundle: Path, data: bytes, pointer: str, fragment: str, code: int = 2, watch=()) -> None:
-    before = tree_digest(bundle)
-    watched = {p: file_sha256(p) for p in watch}
-    result = hook(["--stage", "prestart", "/run"], data)
+    before = manifest(bundle)
+    watched = {p: sha256_file(p) for p in watch}
+    result = copyup(["--stage", "prestart", "/run"], data)
     where = f"oci-systemd-copyup: {STATE_FILE}: " + (f"{pointer}: " if pointer else "")
     assert_one_line(result, "oci-systemd-copyup", code, where, fragment)
-    assert tree_digest(bundle) == before
-    assert {p: file_sha256(p) for p in watch} == watched
+    assert manifest(bundle) == before
+    assert {p: sha256_file(p) for p in watch} == watched
 
 
 @pytest.mark.parametrize("name", sorted(STATE_BYTES))
@@ -482,13 +475,13 @@ def test_state_pid_that_is_not_a_container(hook_bundle: Path, who: str):
                 break
             time.sleep(0.02)
     try:
-        before = tree_digest(hook_bundle)
-        result = hook(["--stage", "prestart", "/run"], _good_state(hook_bundle, pid=pid))
+        before = manifest(hook_bundle)
+        result = copyup(["--stage", "prestart", "/run"], _good_state(hook_bundle, pid=pid))
         err = result.stderr.decode(errors="replace")
         assert result.returncode in (1, 2), err
         assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("oci-systemd-copyup: "), err
         assert any(reason in err for reason in ("not a tmpfs", "cannot open /proc/", "not the mount")), err
-        assert tree_digest(hook_bundle) == before
+        assert manifest(hook_bundle) == before
     finally:
         if holder is not None:
             holder.kill()  # by the pid we started
@@ -500,7 +493,7 @@ def test_state_bundle_whose_config_is_a_fifo(hook_bundle: Path):
     whole timeout, then fail the start with no reason given)."""
     (hook_bundle / "config.json").unlink()
     os.mkfifo(hook_bundle / "config.json")
-    before = tree_digest(hook_bundle)
-    result = hook(["--stage", "prestart", "/run"], _good_state(hook_bundle), timeout=20)
+    before = manifest(hook_bundle)
+    result = copyup(["--stage", "prestart", "/run"], _good_state(hook_bundle), process=True, timeout=20)
     assert_one_line(result, "oci-systemd-copyup", 2, "config.json", "not a regular file")
-    assert tree_digest(hook_bundle) == before
+    assert manifest(hook_bundle) == before

@@ -4,7 +4,6 @@ cleans what an interrupted one left; concurrent applies are serialised by a lock
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -19,8 +18,11 @@ from pathlib import Path
 import pytest
 
 import transformer.bundle as bundle_mod
-from hardening_support import HOOK_OPTS, assert_one_line, cli, make_bundle, tree_digest
-from support import require_root, skip_or_fail
+from tests.harness.bundles import make_systemd_bundle
+from tests.harness.mounts import tmpfs
+from tests.harness.runner import CLI_ARGV, HOOK_OPTS, assert_one_line, child_env, cli
+from tests.harness.skips import skip_or_fail
+from tests.harness.trees import manifest
 from transformer.bundle import TMP_SUFFIX
 from transformer.cli import main
 
@@ -56,7 +58,7 @@ def assert_old_or_new(bundle: Path, old: dict[str, bytes], new: dict[str, bytes]
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory) -> tuple[dict, dict, list]:
     """(old files, new files, the disk steps of one apply) of a fresh bundle."""
-    b = make_bundle(tmp_path_factory.mktemp("versions") / "bundle")
+    b = make_systemd_bundle(tmp_path_factory.mktemp("versions") / "bundle")
     old = files_of(b)
     steps: list[tuple[str, str]] = []
     saved = bundle_mod.before_step
@@ -72,7 +74,7 @@ def versions(tmp_path_factory) -> tuple[dict, dict, list]:
 
 @pytest.fixture
 def fresh(tmp_path: Path):
-    return make_bundle(tmp_path / "bundle")
+    return make_systemd_bundle(tmp_path / "bundle")
 
 
 def test_every_write_step_is_exercised(versions):
@@ -88,7 +90,7 @@ def test_every_write_step_is_exercised(versions):
 def test_failure_at_every_step(versions, tmp_path: Path, capsys, code: int):
     old, new, steps = versions
     for index, (step, where) in enumerate(steps):
-        b = make_bundle(tmp_path / f"b{index}")
+        b = make_systemd_bundle(tmp_path / f"b{index}")
 
         def fail(s, path, _n=[0]):
             if _n[0] == index:
@@ -139,7 +141,7 @@ def test_sigkill_before_every_step_then_next_run_cleans_up(versions, tmp_path: P
     old, new, steps = versions
     left_behind = 0
     for index, (step, where) in enumerate(steps):
-        b = make_bundle(tmp_path / f"k{index}")
+        b = make_systemd_bundle(tmp_path / f"k{index}")
         pid = _apply_in_child(b, die_at=index)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (step, status)
@@ -153,7 +155,7 @@ def test_sigkill_before_every_step_then_next_run_cleans_up(versions, tmp_path: P
 
 def test_200_sigkills_at_random_moments(versions, tmp_path: Path, capsys):
     old, new, _ = versions
-    b = make_bundle(tmp_path / "bundle")
+    b = make_systemd_bundle(tmp_path / "bundle")
     rng = random.Random(int(os.environ.get("OCI_SYSTEMD_CRASH_SEED", "6")))
     # How long one apply takes in a forked child, so the kills spread over all of it.
     t0 = time.monotonic()
@@ -181,18 +183,6 @@ def test_200_sigkills_at_random_moments(versions, tmp_path: Path, capsys):
 # -- real file systems: a tiny tmpfs (ENOSPC), a read-only one (EROFS), no permission ------
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    require_root()
-    path.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]).returncode != 0:
-        skip_or_fail("cannot mount a tmpfs here")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def _fill(directory: Path, leave: int) -> None:
     """Fill the file system of directory until only about `leave` bytes stay free."""
     filler = directory / "filler"
@@ -212,7 +202,7 @@ def _fill(directory: Path, leave: int) -> None:
 def test_enospc_on_a_tiny_tmpfs(versions, tmp_path: Path, leave: int):
     old, new, _ = versions
     with tmpfs(tmp_path / "tiny", "size=512k") as mnt:
-        b = make_bundle(mnt / "bundle")
+        b = make_systemd_bundle(mnt / "bundle")
         _fill(mnt, leave)
         result = cli("apply", str(b), *ARGS)
         if leave == 0:
@@ -229,12 +219,12 @@ def test_enospc_on_a_tiny_tmpfs(versions, tmp_path: Path, leave: int):
 
 def test_erofs_read_only_bundle(tmp_path: Path):
     with tmpfs(tmp_path / "ro", "size=4m") as mnt:
-        b = make_bundle(mnt / "bundle")
+        b = make_systemd_bundle(mnt / "bundle")
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        before = tree_digest(b)
+        before = manifest(b)
         result = cli("apply", str(b), *ARGS)
         assert_one_line(result, "oci-systemd", 2, "Read-only file system")
-        assert tree_digest(b) == before
+        assert manifest(b) == before
 
 
 @pytest.mark.parametrize("where", ["bundle", "side-directory"])
@@ -242,7 +232,7 @@ def test_eacces_without_write_permission(versions, tmp_path: Path, where: str):
     """Root without CAP_DAC_OVERRIDE, so that modes apply; the side-file directory case
     fails after nothing (bundle) or after config.json stays old (side directory)."""
     old, new, _ = versions
-    b = make_bundle(tmp_path / "bundle")
+    b = make_systemd_bundle(tmp_path / "bundle")
     target = b if where == "bundle" else b / "oci-systemd"
     target.mkdir(exist_ok=True)
     old = dict(old)
@@ -253,10 +243,10 @@ def test_eacces_without_write_permission(versions, tmp_path: Path, where: str):
             skip_or_fail("setpriv (util-linux) is needed to drop root's DAC capabilities")
         prefix = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--")
     try:
-        before = tree_digest(b)
+        before = manifest(b)
         result = cli("apply", str(b), *ARGS, prefix=prefix)
         assert_one_line(result, "oci-systemd", 2, "Permission denied")
-        assert tree_digest(b) == before
+        assert manifest(b) == before
     finally:
         os.chmod(target, 0o755)
 
@@ -266,15 +256,12 @@ def test_eacces_without_write_permission(versions, tmp_path: Path, where: str):
 
 def _spawn(b: Path, **kw) -> subprocess.Popen:
     """`oci-systemd apply` of this checkout in its own process."""
-    import sys
-
-    env = {**os.environ, "PYTHONPATH": str(Path(bundle_mod.__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-m", "transformer", "apply", str(b), *ARGS], env=env, **kw)
+    return subprocess.Popen([*CLI_ARGV, "apply", str(b), *ARGS], env=child_env(), **kw)
 
 
 def test_concurrent_applies_all_finish_once(versions, tmp_path: Path):
     old, new, _ = versions
-    b = make_bundle(tmp_path / "bundle")
+    b = make_systemd_bundle(tmp_path / "bundle")
     procs = [_spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(6)]
     results = []
     for p in procs:
@@ -295,7 +282,7 @@ def _hold_lock(b: Path) -> int:
 def test_lock_serialises_apply(versions, tmp_path: Path):
     """While another holder has the bundle's lock, apply waits and writes nothing."""
     old, new, _ = versions
-    b = make_bundle(tmp_path / "bundle")
+    b = make_systemd_bundle(tmp_path / "bundle")
     fd = _hold_lock(b)
     proc = _spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -310,7 +297,7 @@ def test_lock_serialises_apply(versions, tmp_path: Path):
 
 
 def test_config_changed_while_waiting_for_the_lock_is_not_overwritten(tmp_path: Path):
-    b = make_bundle(tmp_path / "bundle")
+    b = make_systemd_bundle(tmp_path / "bundle")
     fd = _hold_lock(b)
     proc = _spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -329,8 +316,8 @@ def test_config_changed_while_waiting_for_the_lock_is_not_overwritten(tmp_path: 
 
 
 def test_lock_timeout_is_one_line(tmp_path: Path, monkeypatch, capsys):
-    b = make_bundle(tmp_path / "bundle")
-    before = tree_digest(b)
+    b = make_systemd_bundle(tmp_path / "bundle")
+    before = manifest(b)
     monkeypatch.setattr(bundle_mod, "LOCK_TIMEOUT_SECONDS", 0.3)
     fd = _hold_lock(b)
     try:
@@ -339,4 +326,4 @@ def test_lock_timeout_is_one_line(tmp_path: Path, monkeypatch, capsys):
         os.close(fd)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "held the bundle lock" in err, err
-    assert tree_digest(b) == before
+    assert manifest(b) == before

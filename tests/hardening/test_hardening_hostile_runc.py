@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from hardening_support import REPO, file_sha256, tree_digest  # noqa: I001 (puts tests/copyup on the path)
-from copyup_helpers import Container, make_busybox_rootfs, require_runc
-from support import require_root
+from tests.harness.bundles import runc_spec
+from tests.harness.copyup import make_busybox_rootfs
+from tests.harness.runc_harness import RuncContainer, host_cgroup_mode, require_runc
+from tests.harness.runner import cli
+from tests.harness.skips import require_root
+from tests.harness.trees import manifest, sha256_file
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -34,18 +36,15 @@ IMAGE_NAMES = {"abs", "rel", "loop-a", "loop-b", "dir-link", "secret", "run2"}
 def _host_state(canary: Path) -> dict:
     """Host files an escape would reach, the canary tree, and the image's names in the
     host's /run and /tmp (other processes may create entries there meanwhile)."""
-    out = {p: file_sha256(p) for p in HOST_FILES if os.path.isfile(p)}
-    out["canary"] = tree_digest(canary)
+    out = {p: sha256_file(p) for p in HOST_FILES if os.path.isfile(p)}
+    out["canary"] = manifest(canary)
     for d in ("/run", "/tmp"):
         out[d] = sorted(IMAGE_NAMES & set(os.listdir(d)))
     return out
 
 
-def _apply(bundle: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
-    return subprocess.run([sys.executable, "-m", "transformer", "apply", str(bundle), "--cgroup", cgroup,
-                           "--container-id", uuid.uuid4().hex, *extra], capture_output=True, env=env, timeout=60)
+def _apply(bundle: Path, *extra: str):
+    return cli("apply", str(bundle), "--cgroup", host_cgroup_mode(), "--container-id", uuid.uuid4().hex, *extra)
 
 
 def _bundle(tmp_path: Path) -> Path:
@@ -55,11 +54,7 @@ def _bundle(tmp_path: Path) -> Path:
     b.mkdir()
     b.chmod(0o755)
     make_busybox_rootfs(b / "rootfs")
-    subprocess.run(["runc", "spec", "--bundle", str(b)], check=True)
-    config = json.loads((b / "config.json").read_text())
-    config["process"].update(terminal=False, args=["sleep", "600"])
-    config["root"]["readonly"] = False
-    (b / "config.json").write_text(json.dumps(config, indent=1))
+    runc_spec(b, ["sleep", "600"], readonly=False)
     return b
 
 
@@ -135,9 +130,9 @@ def test_hostile_image_under_runc(tmp_path: Path, case: str):
     if applied.returncode == 2:  # refused by the transformer: one line, nothing written
         assert err.count("\n") == 1, err
     else:
-        with Container(b) as c:
-            result = c.start()
-            out = result.stderr.decode(errors="replace")
+        with RuncContainer(b) as c:
+            result = c.start(check=False)
+            out = result.stdout
             assert "Traceback" not in out, out
             if result.returncode == 0:
                 # (Read through /proc/<pid>/root, an absolute link in the image would
@@ -175,11 +170,11 @@ def test_init_pointing_outside_the_rootfs_is_resolved_inside(tmp_path: Path):
     config = json.loads((b / "config.json").read_text())
     config["process"]["args"] = ["/sbin/init"]
     (b / "config.json").write_text(json.dumps(config))
-    before_bundle, before = tree_digest(b), _host_state(canary)
+    before_bundle, before = manifest(b), _host_state(canary)
     applied = _apply(b)
     assert applied.returncode == 0, applied.stderr
     assert b"not a systemd container" in applied.stderr, applied.stderr
-    assert tree_digest(b) == before_bundle
-    with Container(b) as c:
-        assert c.start().returncode != 0, "runc must not find an init outside the rootfs"
+    assert manifest(b) == before_bundle
+    with RuncContainer(b) as c:
+        assert c.start(check=False).returncode != 0, "runc must not find an init outside the rootfs"
     assert _host_state(canary) == before

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import hardening_load
-from support import require_root, skip_or_fail
+from tests.harness import load
+from tests.harness.skips import require_root, skip_or_fail
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -18,12 +18,12 @@ N = 20
 
 def test_twenty_systemd_containers_at_once(tmp_path: Path):
     require_root()
-    why = hardening_load.why_not()
+    why = load.why_not()
     if why:
         skip_or_fail(f"load test: {why}")
     work = tmp_path / "load"
     try:
-        result = hardening_load.run_load(work, N)
+        result = load.run_load(work, N)
         bad = [c for c in result["containers"] if c["start_error"] or c["state"] != "running" or c["failed_units"]]
         assert not bad, "\n\n".join(f"{c['id']}: {c['start_error'] or c['state']} failed={c['failed_units']}\n"
                                     f"{c['diagnostics']}" for c in bad)
@@ -32,6 +32,6 @@ def test_twenty_systemd_containers_at_once(tmp_path: Path):
         ids = [c["machine_id"] for c in result["containers"]]
         assert all(re.fullmatch(r"[0-9a-f]{32}", i or "") for i in ids), ids
         assert len(set(ids)) == N, "two containers share a machine-id"
-        print(hardening_load.summary(result))
+        print(load.summary(result))
     finally:
-        hardening_load.cleanup(work)
+        load.cleanup(work)

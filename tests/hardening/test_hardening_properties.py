@@ -15,9 +15,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import os
 from pathlib import Path
@@ -26,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from hardening_support import make_bundle, runc_spec_config
-from planhelp import POLICY, SYSTEMD_ROOTFS, options
-from transformer.cli import main
+from tests.harness.bundles import make_systemd_bundle
+from tests.harness.planning import POLICY, SYSTEMD_ROOTFS, options, runc_config
+from tests.harness.runner import cli
 from transformer.config import check_config
 from transformer.errors import OciSystemdError, StateError
 from transformer.mounts import normalise
@@ -59,7 +57,7 @@ json_values = st.recursive(
 @st.composite
 def mangled(draw):
     """A real config with one node anywhere in it replaced by any JSON value."""
-    config = runc_spec_config()
+    config = runc_config()
     node, tokens = config, []
     while isinstance(node, (dict, list)) and node and draw(st.booleans()):
         key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else list(range(len(node)))))
@@ -88,22 +86,15 @@ config_bytes = st.one_of(
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("prop") / "bundle")
-
-
-def _run(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
+    return make_systemd_bundle(tmp_path_factory.mktemp("prop") / "bundle")
 
 
 @SETTINGS
 @given(data=config_bytes, command=st.sampled_from(["plan", "review", "apply --check"]))
 def test_any_config_succeeds_or_exits_2_in_one_line(scratch: Path, data: bytes, command: str):
     (scratch / "config.json").write_bytes(data)
-    rc, _, err = _run([*command.split(), str(scratch), "--cgroup", "v1", "--hook-path", "/usr/bin/h",
-                       "--container-id", "prop"])
+    result = cli(*command.split(), str(scratch), "--cgroup", "v1", "--hook-path", "/usr/bin/h", "--container-id", "prop")
+    rc, err = result.returncode, result.stderr.decode()
     assert rc in (0, 1, 2), (rc, err)
     assert "Traceback" not in err and "internal error" not in err, err
     if rc == 2:
@@ -120,7 +111,7 @@ DESTS = ["/run", "/tmp", "/sys/fs/cgroup", "/sys/fs/cgroup/systemd", "/etc/machi
 
 @st.composite
 def privileged_configs(draw):
-    config = runc_spec_config()
+    config = runc_config()
     linux = config["linux"]
     for name in ("bounding", "effective", "permitted", "inheritable", "ambient"):
         if draw(st.booleans()):
@@ -353,14 +344,14 @@ def test_schema_is_available_where_required():
 
 if SCHEMA is None:
     def test_schema_valid_configs_stay_valid_and_idempotent():
-        from support import skip_or_fail
+        from tests.harness.skips import skip_or_fail
 
         skip_or_fail("OCI schema not installed (golang-github-opencontainers-specs-dev)")
 else:
     @SCHEMA_SETTINGS
     @given(generated=_schema_configs(), opts=option_sets)
     def test_schema_valid_configs_stay_valid_and_idempotent(generated, opts):
-        config = runc_spec_config()
+        config = runc_config()
         config.update(generated)
         config["ociVersion"] = "1.0.2"  # the schema's pattern-free string; ours knows 1.x.y
         assume(validate(config, VALIDATOR) == [])

@@ -7,18 +7,19 @@ import shutil
 
 import pytest
 
-import integ_env
+from tests.harness import integrations
+from tests.harness.skips import need_tool, require_root
 
 
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory):
     """A private podman (own --root/--runroot) and the Debian tree imported as an image
     whose STOPSIGNAL is SIGRTMIN+3; everything removed at the end, even after failures."""
-    integ_env.require_root()
-    integ_env.need_tool("podman", "podman")
-    integ_env.need_tool("runc", "runc")
-    tarball = integ_env.debian_tarball()
-    p = integ_env.Podman(tmp_path_factory.mktemp("podman"))
+    require_root()
+    need_tool("podman", "podman")
+    need_tool("runc", "runc")
+    tarball = integrations.debian_tarball()
+    p = integrations.Podman(tmp_path_factory.mktemp("podman"))
     side_root = "/run/oci-systemd"  # the filter's side files (machine-id, masked unit)
     before = set(os.listdir(side_root)) if os.path.isdir(side_root) else set()
     try:

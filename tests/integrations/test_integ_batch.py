@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pty
@@ -13,32 +12,19 @@ from pathlib import Path
 
 import pytest
 
-import integ_env
+from tests.harness.bundles import make_systemd_bundle
+from tests.harness.integrations import policy_with
+from tests.harness.paths import GOLDEN, REFERENCE, REPO
+from tests.harness.runner import CLI_ARGV, HOOK_OPTS, child_env, cli
+from tests.harness.skips import skip_or_fail
+from tests.harness.trees import manifest
 
-REPO = integ_env.REPO
-GOLDEN = REPO / "golden"
-HOOK = ("--hook-path", "/usr/local/bin/oci-systemd-copyup", "--cgroup", "v1")
-
-
-def _systemd_bundle(path: Path) -> Path:
-    (path / "rootfs" / "sbin").mkdir(parents=True)
-    os.symlink("/lib/systemd/systemd", path / "rootfs" / "sbin" / "init")
-    shutil.copy(GOLDEN / "runc-spec-init" / "config.json", path / "config.json")
-    return path
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file() and not p.is_symlink():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+HOOK = (*HOOK_OPTS, "--cgroup", "v1")
 
 
 @pytest.fixture
 def bundles(tmp_path: Path) -> dict[str, Path]:
-    b = {f"ok{i}": _systemd_bundle(tmp_path / f"ok{i}") for i in range(4)}
+    b = {f"ok{i}": make_systemd_bundle(tmp_path / f"ok{i}") for i in range(4)}
     bad = tmp_path / "bad"
     (bad / "rootfs").mkdir(parents=True)
     (bad / "config.json").write_text('{"ociVersion": "1.0.2", "process": {"args": "/sbin/init"}}')
@@ -54,9 +40,9 @@ def bundles(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("jobs", ["1", "3"])
 def test_apply_many_one_bad_bundle_stops_nothing(bundles: dict[str, Path], tmp_path: Path, jobs: str):
     order = ["ok0", "bad", "ok1", "sh", "missing", "ok2", "ok3"]
-    bad_before = _digest(bundles["bad"])
+    bad_before = manifest(bundles["bad"])
     report = tmp_path / "report.jsonl"
-    r = integ_env.cli("apply", *[str(bundles[k]) for k in order], *HOOK, "--jobs", jobs, "--report", str(report))
+    r = cli("apply", *[str(bundles[k]) for k in order], *HOOK, "--jobs", jobs, "--report", str(report))
     assert r.returncode == 2, r.stderr  # some failed: the worst bundle's status
     err = r.stderr.decode().splitlines()
     assert err[-1] == "oci-systemd: 7 bundles: 4 changed, 0 unchanged, 1 skipped (not systemd), 2 failed", err
@@ -69,45 +55,45 @@ def test_apply_many_one_bad_bundle_stops_nothing(bundles: dict[str, Path], tmp_p
     assert status == {"ok0": "changed", "bad": "failed", "ok1": "changed", "sh": "skipped", "missing": "failed",
                       "ok2": "changed", "ok3": "changed"}
     assert "/process/args" in next(rec["error"] for rec in records if rec["status"] == "failed")
-    assert _digest(bundles["bad"]) == bad_before, "the bad bundle was touched"
+    assert manifest(bundles["bad"]) == bad_before, "the bad bundle was touched"
     # Every good bundle is exactly what a single apply makes.
-    single = _systemd_bundle(tmp_path / "single")
+    single = make_systemd_bundle(tmp_path / "single")
     for k in ("ok0", "ok1", "ok2", "ok3"):
-        one = integ_env.cli("plan", str(bundles[k]), *HOOK)
+        one = cli("plan", str(bundles[k]), *HOOK)
         assert one.stdout == b"[]\n", f"{k} is not fully applied"
-    assert integ_env.cli("apply", str(single), *HOOK).returncode == 0
+    assert cli("apply", str(single), *HOOK).returncode == 0
     machine_ids = {(bundles[k] / "oci-systemd" / "machine-id").read_text() for k in ("ok0", "ok1", "ok2", "ok3")}
     assert len(machine_ids) == 4, "each bundle must get its own machine-id"
     # A second run: unchanged; --check exits 0.
-    again = integ_env.cli("apply", "--check", *[str(bundles[k]) for k in ("ok0", "ok1", "sh")], *HOOK)
+    again = cli("apply", "--check", *[str(bundles[k]) for k in ("ok0", "ok1", "sh")], *HOOK)
     assert again.returncode == 0 and b"0 changed" in again.stderr and b"2 unchanged" in again.stderr
 
 
 def test_apply_check_many_exits_1_and_writes_nothing(bundles: dict[str, Path]):
-    before = {k: _digest(bundles[k]) for k in ("ok0", "ok1")}
-    r = integ_env.cli("apply", "--check", str(bundles["ok0"]), str(bundles["ok1"]), *HOOK, "-j", "2")
+    before = {k: manifest(bundles[k]) for k in ("ok0", "ok1")}
+    r = cli("apply", "--check", str(bundles["ok0"]), str(bundles["ok1"]), *HOOK, "-j", "2")
     assert r.returncode == 1, r.stderr
-    assert {k: _digest(bundles[k]) for k in ("ok0", "ok1")} == before
+    assert {k: manifest(bundles[k]) for k in ("ok0", "ok1")} == before
 
 
 def test_plan_and_review_many_are_ordered_json_lines(bundles: dict[str, Path]):
     names = ["ok0", "sh", "ok1"]
-    r = integ_env.cli("plan", *[str(bundles[k]) for k in names], *HOOK, "-j", "2")
+    r = cli("plan", *[str(bundles[k]) for k in names], *HOOK, "-j", "2")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [line["bundle"] for line in lines] == [str(bundles[k]) for k in names]
-    single = json.loads(integ_env.cli("plan", str(bundles["ok1"]), *HOOK).stdout)
+    single = json.loads(cli("plan", str(bundles["ok1"]), *HOOK).stdout)
     assert lines[2]["patch"] == single and lines[1]["patch"] == []
-    rv = integ_env.cli("review", *[str(bundles[k]) for k in names], *HOOK, "--format", "json")
+    rv = cli("review", *[str(bundles[k]) for k in names], *HOOK, "--format", "json")
     docs = [json.loads(line) for line in rv.stdout.splitlines()]
     assert [d["bundle"] for d in docs] == [str(bundles[k] / "config.json") for k in names]
     assert [d["systemd"] for d in docs] == [True, False, True]
 
 
 def test_batch_refuses_mixing_stdin_and_one_container_id(bundles: dict[str, Path]):
-    r = integ_env.cli("plan", "-", str(bundles["ok0"]), *HOOK, stdin=b"{}")
+    r = cli("plan", "-", str(bundles["ok0"]), *HOOK, stdin=b"{}")
     assert r.returncode == 2 and b"stdin" in r.stderr
-    r = integ_env.cli("apply", str(bundles["ok0"]), str(bundles["ok1"]), "--container-id", "x", *HOOK)
+    r = cli("apply", str(bundles["ok0"]), str(bundles["ok1"]), "--container-id", "x", *HOOK)
     assert r.returncode == 2 and b"--container-id" in r.stderr
     assert not (bundles["ok0"] / "oci-systemd").exists()
 
@@ -115,9 +101,8 @@ def test_batch_refuses_mixing_stdin_and_one_container_id(bundles: dict[str, Path
 def test_progress_bar_on_a_terminal(bundles: dict[str, Path]):
     """stderr a TTY: a progress bar is drawn; the summary still ends the output."""
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
-    p = subprocess.Popen([sys.executable, "-m", "transformer", "plan", str(bundles["ok0"]), str(bundles["ok1"]),
-                          str(bundles["sh"]), *HOOK], stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=REPO)
+    p = subprocess.Popen([*CLI_ARGV, "plan", str(bundles["ok0"]), str(bundles["ok1"]), str(bundles["sh"]), *HOOK],
+                         stdout=subprocess.DEVNULL, stderr=slave, env=child_env({"COLUMNS": "100"}), cwd=REPO)
     os.close(slave)
     chunks = []
     while True:
@@ -137,13 +122,13 @@ def test_progress_bar_on_a_terminal(bundles: dict[str, Path]):
 
 # ---- filter: podman's precreate contract -----------------------------------------------
 
-PODMAN = Path("/work/shared/reference-configs/podman-4.3.1-systemd-false-init.json")
+PODMAN = REFERENCE / "podman-4.3.1-systemd-false-init.json"
 
 
 def _podman_config(tmp_path: Path) -> dict:
     source = PODMAN if PODMAN.is_file() else GOLDEN / "podman-init" / "config.json"
     config = json.loads(source.read_text())
-    rootfs = _systemd_bundle(tmp_path / "ctr") / "rootfs"
+    rootfs = make_systemd_bundle(tmp_path / "ctr") / "rootfs"
     config["root"] = {"path": str(rootfs)}
     config["linux"]["cgroupsPath"] = "/libpod_parent/libpod-" + "7fe469f72410a0f2568e085b9f8f6d33" + "7050f0a6827283dfc034d057c0bfd58a"
     return config
@@ -152,7 +137,7 @@ def _podman_config(tmp_path: Path) -> dict:
 def test_filter_transforms_stdin_with_absolute_side_files(tmp_path: Path):
     config = _podman_config(tmp_path)
     side = tmp_path / "side"
-    r = integ_env.cli("filter", *HOOK, "--side-dir", str(side), stdin=json.dumps(config).encode(), cwd=tmp_path)
+    r = cli("filter", *HOOK, "--side-dir", str(side), stdin=json.dumps(config).encode(), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     new = json.loads(r.stdout)
     mid = "7fe469f72410a0f2568e085b9f8f6d33"  # podman's container ID, first 32
@@ -163,7 +148,7 @@ def test_filter_transforms_stdin_with_absolute_side_files(tmp_path: Path):
     dests = [m["destination"] for m in new["mounts"]]
     assert dests.index("/run") < dests.index("/run/.containerenv")
     # The same result as `plan` on that config: the filter is the plan, applied.
-    again = integ_env.cli("filter", *HOOK, "--side-dir", str(side), stdin=r.stdout, cwd=tmp_path)
+    again = cli("filter", *HOOK, "--side-dir", str(side), stdin=r.stdout, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout == r.stdout, "filtering the result again must change nothing"
 
 
@@ -172,21 +157,21 @@ def test_filter_returns_non_systemd_config_byte_for_byte(tmp_path: Path):
     config["process"]["args"] = ["/bin/sh", "-c", "echo hi"]
     data = json.dumps(config, indent=3).encode() + b"\n"
     side = tmp_path / "side"
-    r = integ_env.cli("filter", *HOOK, "--side-dir", str(side), stdin=data, cwd=tmp_path)
+    r = cli("filter", *HOOK, "--side-dir", str(side), stdin=data, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == data
     assert not side.exists()
 
 
 def test_filter_bad_input_is_one_line(tmp_path: Path):
-    r = integ_env.cli("filter", *HOOK, stdin=b"{nope", cwd=tmp_path)
+    r = cli("filter", *HOOK, stdin=b"{nope", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == b""
     assert r.stderr.decode().count("\n") == 1 and "oci-systemd: error: -: is not JSON" in r.stderr.decode()
 
 
 def test_journal_host_through_filter_creates_and_registers(tmp_path: Path):
-    policy = integ_env.policy_with(tmp_path, hostDirectory=str(tmp_path / "j"), registryDirectory=str(tmp_path / "reg"))
+    policy = policy_with(tmp_path, hostDirectory=str(tmp_path / "j"), registryDirectory=str(tmp_path / "reg"))
     config = _podman_config(tmp_path)
-    r = integ_env.cli("filter", *HOOK, "--journal", "host", "--policy", str(policy), "--side-dir",
+    r = cli("filter", *HOOK, "--journal", "host", "--policy", str(policy), "--side-dir",
                       str(tmp_path / "side"), stdin=json.dumps(config).encode(), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     mid = "7fe469f72410a0f2568e085b9f8f6d33"
@@ -199,15 +184,15 @@ def test_journal_host_through_filter_creates_and_registers(tmp_path: Path):
 # ---- packaging and conventions -------------------------------------------------------
 
 def test_output_dash_and_stdin_dash(tmp_path: Path):
-    b = _systemd_bundle(tmp_path / "b")
-    to_stdout = integ_env.cli("plan", str(b), *HOOK, "--output", "-")
-    from_stdin = integ_env.cli("plan", "-", *HOOK, "--container-id", str(b.resolve()),
+    b = make_systemd_bundle(tmp_path / "b")
+    to_stdout = cli("plan", str(b), *HOOK, "--output", "-")
+    from_stdin = cli("plan", "-", *HOOK, "--container-id", str(b.resolve()),
                                stdin=(b / "config.json").read_bytes(), cwd=b)
     assert to_stdout.returncode == 0 and json.loads(to_stdout.stdout)
     assert from_stdin.stdout == to_stdout.stdout
-    rv = integ_env.cli("review", "-", *HOOK, "--format", "json", "-o", "-", stdin=(b / "config.json").read_bytes(), cwd=b)
+    rv = cli("review", "-", *HOOK, "--format", "json", "-o", "-", stdin=(b / "config.json").read_bytes(), cwd=b)
     assert json.loads(rv.stdout)["systemd"] is True
-    v = integ_env.cli("validate", "-", "--format", "json", stdin=(b / "config.json").read_bytes())
+    v = cli("validate", "-", "--format", "json", stdin=(b / "config.json").read_bytes())
     assert v.returncode in (0, 1, 2) and (v.returncode == 2 or "valid" in json.loads(v.stdout))
 
 
@@ -221,11 +206,11 @@ def test_pip_install_into_a_fresh_venv(tmp_path: Path):
     pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(src)], capture_output=True,
                          text=True, timeout=600)
     if pip.returncode != 0:
-        integ_env.skip_or_fail(f"pip install . failed (no package registry?): {pip.stderr[-500:]}")
+        skip_or_fail(f"pip install . failed (no package registry?): {pip.stderr[-500:]}")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    b = _systemd_bundle(tmp_path / "b")
+    b = make_systemd_bundle(tmp_path / "b")
     version = subprocess.run([str(venv / "bin" / "oci-systemd"), "--version"], capture_output=True, text=True,
                              cwd=elsewhere, env=env, timeout=60)
     assert version.returncode == 0 and "0.1.0" in version.stdout

@@ -8,23 +8,24 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import integ_env
-import runc_harness  # tests/e2e
+from tests.harness import integrations, rootfs_cache, runc_harness
+from tests.harness.runner import cli
+from tests.harness.skips import need_tool, require_root, skip_or_fail
 
 
 def test_host_journal_survives_the_container_and_is_pruned(tmp_path: Path):
-    integ_env.require_root()
-    integ_env.need_tool("runc", "runc")
+    require_root()
+    need_tool("runc", "runc")
     journalctl = shutil.which("journalctl")
     if journalctl is None:
-        integ_env.skip_or_fail("the host has no journalctl (apt-get install -y systemd)")
-    tarball = integ_env.debian_tarball()
+        skip_or_fail("the host has no journalctl (apt-get install -y systemd)")
+    tarball = integrations.debian_tarball()
     host_journal = tmp_path / "host-journal"
     registry = tmp_path / "registry"
-    policy = integ_env.policy_with(tmp_path, hostDirectory=str(host_journal), registryDirectory=str(registry))
-    bundle = integ_env.runc_bundle(tarball, tmp_path / "bundle")
+    policy = integrations.policy_with(tmp_path, hostDirectory=str(host_journal), registryDirectory=str(registry))
+    bundle = integrations.runc_bundle(tarball, tmp_path / "bundle")
     try:
-        r = integ_env.cli("apply", str(bundle), "--journal", "host", "--policy", str(policy))
+        r = cli("apply", str(bundle), "--journal", "host", "--policy", str(policy))
         assert r.returncode == 0, r.stderr
         machine_id = (bundle / "oci-systemd" / "machine-id").read_text().strip()
         directory = host_journal / machine_id
@@ -56,16 +57,16 @@ def test_host_journal_survives_the_container_and_is_pruned(tmp_path: Path):
         assert boots.returncode == 0 and len(boots.stdout.strip().splitlines()) >= 1, boots
 
         # journal prune: a young directory is kept; --older-than 0 removes it and its record.
-        kept = integ_env.cli("journal", "prune", "--policy", str(policy))
+        kept = cli("journal", "prune", "--policy", str(policy))
         assert kept.returncode == 0 and kept.stdout == b"" and directory.is_dir(), kept.stderr
-        dry = integ_env.cli("journal", "prune", "--older-than", "0", "--dry-run", "--policy", str(policy))
+        dry = cli("journal", "prune", "--older-than", "0", "--dry-run", "--policy", str(policy))
         assert dry.stdout.decode().split() == [str(directory)] and directory.is_dir()
         other = host_journal / ("ab" * 16)  # a journal oci-systemd did not make (no record)
         other.mkdir()
-        pruned = integ_env.cli("journal", "prune", "--older-than", "0", "--policy", str(policy))
+        pruned = cli("journal", "prune", "--older-than", "0", "--policy", str(policy))
         assert pruned.returncode == 0, pruned.stderr
         assert pruned.stdout.decode().split() == [str(directory)]
         assert not directory.exists() and not (registry / machine_id).exists()
         assert other.is_dir(), "prune removed a directory oci-systemd did not create"
     finally:
-        integ_env.remove_tree(bundle)
+        rootfs_cache.remove_rootfs(bundle)

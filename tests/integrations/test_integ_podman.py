@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import integ_env
+from tests.harness.runner import cli
 
 SYSTEMD_CAPS = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_MKNOD", "CAP_CHOWN",
                 "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_NET_RAW", "CAP_SETGID",
@@ -19,7 +19,7 @@ SYSTEMD_CAPS = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_MKNO
 @pytest.fixture(scope="module")
 def hooks_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hooks.d")
-    r = integ_env.cli("hooks-config", "--podman", str(d))
+    r = cli("hooks-config", "--podman", str(d))
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"", "hooks-config --podman writes files, not stdout"
     assert b"/usr/share/containers/oci/hooks.d" in r.stderr and b"/etc/containers/oci/hooks.d" in r.stderr

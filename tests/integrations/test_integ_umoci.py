@@ -7,8 +7,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import integ_env
-import runc_harness  # tests/e2e
+from tests.harness import integrations, rootfs_cache, runc_harness
+from tests.harness.runner import cli
+from tests.harness.skips import need_tool, require_root, skip_or_fail
 from transformer.schema import DEFAULT_SCHEMA_DIR
 
 
@@ -19,12 +20,12 @@ def umoci(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_umoci_pipeline(tmp_path: Path):
-    integ_env.require_root()
-    integ_env.need_tool("umoci", "umoci")
-    integ_env.need_tool("runc", "runc")
+    require_root()
+    need_tool("umoci", "umoci")
+    need_tool("runc", "runc")
     if not (DEFAULT_SCHEMA_DIR / "config-schema.json").is_file():
-        integ_env.skip_or_fail("OCI schema not installed (golang-github-opencontainers-specs-dev)")
-    tarball = integ_env.debian_tarball()
+        skip_or_fail("OCI schema not installed (golang-github-opencontainers-specs-dev)")
+    tarball = integrations.debian_tarball()
     layout = tmp_path / "image"
     staging = tmp_path / "staging"
     bundle = tmp_path / "bundle"
@@ -33,8 +34,8 @@ def test_umoci_pipeline(tmp_path: Path):
         umoci("init", "--layout", str(layout))
         umoci("new", "--image", f"{layout}:base")
         umoci("unpack", "--image", f"{layout}:base", str(staging))
-        integ_env.remove_tree(staging / "rootfs")
-        integ_env.rootfs_cache.unpack(tarball, staging / "rootfs")
+        rootfs_cache.remove_rootfs(staging / "rootfs")
+        rootfs_cache.unpack(tarball, staging / "rootfs")
         umoci("repack", "--image", f"{layout}:debian", str(staging))
         umoci("config", "--image", f"{layout}:debian", "--config.cmd", "/sbin/init")
 
@@ -47,17 +48,17 @@ def test_umoci_pipeline(tmp_path: Path):
         (bundle / "config.json").write_text(json.dumps(config, indent=2))
 
         # 2-4. apply --check says 1, apply writes, apply --check says 0
-        check = integ_env.cli("apply", "--check", str(bundle))
+        check = cli("apply", "--check", str(bundle))
         assert check.returncode == 1, check.stderr
         assert b"changes pending" in check.stderr
         assert json.loads((bundle / "config.json").read_text()) == config, "--check wrote something"
-        applied = integ_env.cli("apply", str(bundle))
+        applied = cli("apply", str(bundle))
         assert applied.returncode == 0, applied.stderr
-        again = integ_env.cli("apply", "--check", str(bundle))
+        again = cli("apply", "--check", str(bundle))
         assert again.returncode == 0, again.stderr
 
         # 5. validate against the OCI runtime-spec schema
-        valid = integ_env.cli("validate", str(bundle), "--format", "json")
+        valid = cli("validate", str(bundle), "--format", "json")
         assert valid.returncode == 0, valid.stdout
         assert json.loads(valid.stdout)["valid"] is True
 
@@ -70,4 +71,4 @@ def test_umoci_pipeline(tmp_path: Path):
             c.kill(37)
     finally:
         for d in (staging, bundle):
-            integ_env.remove_tree(d)
+            rootfs_cache.remove_rootfs(d)

@@ -12,7 +12,6 @@ millisecond, are included).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -21,16 +20,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for extra in (HERE.parent / "e2e", HERE.parent):
-    if str(extra) not in sys.path:
-        sys.path.append(str(extra))
-
-import rootfs_cache  # noqa: E402
-import runc_harness  # noqa: E402
-
-HOOK = REPO / "transformer" / "copyup" / "hook.py"
+from tests.harness import bundles, rootfs_cache, runc_harness, runner
+from tests.harness.paths import HOOK_SCRIPT
 
 
 def why_not() -> str | None:
@@ -46,7 +37,7 @@ def _timing_hook(path: Path, out_dir: Path) -> Path:
         "#!/bin/sh\n"
         "# oci-systemd load test: the copy-up helper, timed\n"
         "s=$(date +%s%N)\n"
-        f"{sys.executable} -I -S {HOOK} \"$@\"\n"
+        f"{sys.executable} -I -S {HOOK_SCRIPT} \"$@\"\n"
         "rc=$?\n"
         "e=$(date +%s%N)\n"
         f"echo \"$rc $((e - s))\" > {out_dir}/$$.hook\n"
@@ -59,15 +50,12 @@ def _bundle(root: Path, rootfs: Path, hook: Path, cgroup: str) -> Path:
     b = root / f"load-{uuid.uuid4().hex[:8]}"
     b.mkdir()
     b.chmod(0o755)
-    subprocess.run([runc_harness.RUNC, "spec", "--bundle", str(b)], check=True)
-    cfg = json.loads((b / "config.json").read_text())
-    cfg["process"].update(terminal=False, args=["/sbin/init"])
-    cfg["root"] = {"path": str(rootfs), "readonly": True}
+    cfg = bundles.runc_spec(b, ["/sbin/init"], readonly=True)
+    cfg["root"]["path"] = str(rootfs)
     (b / "config.json").write_text(json.dumps(cfg, indent=2))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "transformer", "apply", str(b), "--cgroup", cgroup, "--copy-up", "hook",
-                    "--hook-path", str(hook), "--container-id", uuid.uuid4().hex],
-                   check=True, capture_output=True, env=env, cwd=REPO, timeout=60)
+    r = runner.cli("apply", str(b), "--cgroup", cgroup, "--copy-up", "hook", "--hook-path", str(hook),
+                   "--container-id", uuid.uuid4().hex)
+    assert r.returncode == 0, r.stderr.decode()
     return b
 
 
@@ -79,8 +67,8 @@ def run_load(work: Path, n: int = 20, boot_timeout: float = 240) -> dict:
     out_dir.mkdir()
     hook = _timing_hook(work / "copyup-timed", out_dir)
     cgroup = runc_harness.host_cgroup_mode()
-    bundles = [_bundle(work, rootfs, hook, cgroup) for _ in range(n)]
-    containers = [runc_harness.RuncContainer(b) for b in bundles]
+    made = [_bundle(work, rootfs, hook, cgroup) for _ in range(n)]
+    containers = [runc_harness.RuncContainer(b) for b in made]
     results: list[dict] = []
     try:
         t0 = time.monotonic()
@@ -108,7 +96,7 @@ def run_load(work: Path, n: int = 20, boot_timeout: float = 240) -> dict:
         "seconds_until_all_running": all_up,
         "left_running": left,
         "rootfs": rootfs,
-        "bundles": bundles,
+        "bundles": made,
     }
 
 

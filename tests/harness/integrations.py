@@ -1,5 +1,5 @@
-"""Shared plumbing of the integration tests: the real tools users run with oci-systemd
-(podman, umoci, runc), the cached Debian tree, and the CLI of this checkout.
+"""The integration tests' plumbing: the real tools users run with oci-systemd (podman,
+umoci, runc), the cached Debian tree, and a policy whose host paths are the test's own.
 
 podman always runs with a private --root/--runroot under a temporary directory (vfs
 driver, runc), so the host's own podman state is never read or touched. Every
@@ -9,37 +9,20 @@ container and image made here has a unique name and is removed in a finally.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-E2E = REPO / "tests" / "e2e"
-if str(E2E) not in sys.path:
-    sys.path.insert(0, str(E2E))
-
-import rootfs_cache  # noqa: E402  (tests/e2e)
-import runc_harness  # noqa: E402  (tests/e2e)
-
-from support import require_root, skip_or_fail  # noqa: E402
+from tests.harness import bundles, rootfs_cache, runc_harness
+from tests.harness.paths import PATCHES
+from tests.harness.skips import require_root, skip_or_fail
 
 RELEASE = "bookworm"
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None, env: dict | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:
-    """This checkout's oci-systemd, as `python -m transformer`."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    full_env.pop("OCI_SYSTEMD_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "transformer", *args], input=stdin, capture_output=True,
-                          cwd=cwd or REPO, env=full_env, timeout=timeout)
 
 
 def debian_tarball() -> Path:
@@ -52,22 +35,11 @@ def debian_tarball() -> Path:
     return rootfs_cache.ensure_tarball(spec)
 
 
-def need_tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        skip_or_fail(f"{name} is not installed (apt-get install -y {package})")
-    return path
-
-
-def remove_tree(path: Path) -> None:
-    rootfs_cache.remove_rootfs(path)
-
-
 def policy_with(tmp: Path, **journal: str) -> Path:
     """A copy of patches/ whose journal documents point into tmp (host mode never
     writes to the real /var/log/journal or /var/lib/oci-systemd in tests)."""
     policy = tmp / "policy"
-    shutil.copytree(REPO / "patches", policy)
+    shutil.copytree(PATCHES, policy)
     doc = json.loads((policy / "journal.json").read_text())
     doc.update(journal)
     (policy / "journal.json").write_text(json.dumps(doc))
@@ -141,17 +113,12 @@ class Podman:
             self.run("rmi", "-f", image, check=False, timeout=60)
         self.run("system", "reset", "--force", check=False, timeout=120)
         for d in (self.root, self.runroot):
-            remove_tree(d)
+            rootfs_cache.remove_rootfs(d)
 
 
 def runc_bundle(tarball: Path, bundle: Path) -> Path:
     """`runc spec` next to a fresh copy of the Debian tree, edited for /sbin/init the
     way the README's "Use with runc" does it."""
     rootfs_cache.unpack(tarball, bundle / "rootfs")
-    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True, capture_output=True)
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["args"] = ["/sbin/init"]
-    config["process"]["terminal"] = False
-    config["root"]["readonly"] = False
-    (bundle / "config.json").write_text(json.dumps(config, indent=2))
+    bundles.runc_spec(bundle, ["/sbin/init"], readonly=False)
     return bundle

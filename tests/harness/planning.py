@@ -1,28 +1,24 @@
-"""Small builders for unit tests of the core."""
+"""Builders for tests of the pure core: runc's default config, options, and a plan."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
+from tests.harness.paths import GOLDEN
 from transformer.options import Options
 from transformer.plan import plan
 from transformer.policy import load_policy
-from transformer.rootfs import DescribedRootfs, EmptyRootfs
-
-REFERENCE = Path("/work/shared/reference-configs")
-if not REFERENCE.is_dir():  # CI lays shared/ beside the clone
-    REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference-configs"
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+from transformer.rootfs import DescribedRootfs
 
 POLICY = load_policy()
 SYSTEMD_ROOTFS = DescribedRootfs({"/sbin/init": {"symlink": "/lib/systemd/systemd"}, "/lib/systemd/systemd": "file"})
 
 
 def runc_config(**changes: Any) -> dict[str, Any]:
-    """runc 1.1.5's default config with /sbin/init as PID 1 (kept in golden/ too)."""
+    """runc 1.1.5's default config with /sbin/init as PID 1 (kept in golden/ too);
+    ``linux__cgroupsPath="/x"`` sets config["linux"]["cgroupsPath"]."""
     config = json.loads((GOLDEN / "runc-spec-init" / "config.json").read_text())
     for dotted, value in changes.items():
         node = config
@@ -45,7 +41,3 @@ def run(config: dict[str, Any], rootfs=SYSTEMD_ROOTFS, **kw: Any):
 
 def mounts_at(result, destination: str) -> list[dict[str, Any]]:
     return [m for m in result.config.get("mounts", []) if m["destination"] == destination]
-
-
-def empty_rootfs():
-    return EmptyRootfs()

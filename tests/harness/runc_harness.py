@@ -34,20 +34,23 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from tests.harness.paths import REPO, SOURCE
+from tests.harness.skips import skip_or_fail
+
 RUNC = os.environ.get("OCI_SYSTEMD_RUNC", "runc")
 MONITOR = Path(__file__).resolve().with_name("runc_monitor.py")
 
-# Shell run by `unshare -m` for cgroup v2 mode; "$@" is the runc command line.
-_V2_SCRIPT = (
-    "set -e; mount --make-rprivate /; umount -l /sys/fs/cgroup; "
-    "mount -t cgroup2 none /sys/fs/cgroup; exec \"$@\""
+# Run a command line ("$@") in a private mount namespace with cgroup2 on /sys/fs/cgroup:
+# the host as the v2 containers see it (the CLI's ``--cgroup auto`` probes a v2 host there).
+CGROUP2_NAMESPACE = (
+    "unshare", "-m", "sh", "-c",
+    "set -e; mount --make-rprivate /; umount -l /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; exec \"$@\"",
+    "sh",
 )
 
 
 def in_cgroup2_namespace(argv: list[str]) -> list[str]:
-    """``argv`` run in a private mount namespace with cgroup2 on /sys/fs/cgroup: the
-    host as the v2 containers see it (the CLI's ``--cgroup auto`` probes a v2 host there)."""
-    return ["unshare", "-m", "sh", "-c", _V2_SCRIPT, "sh", *argv]
+    return [*CGROUP2_NAMESPACE, *argv]
 
 
 # systemd 247/252: "Failed to connect to bus: ..."; 257: "Failed to connect to system
@@ -110,7 +113,7 @@ class HostSandbox:
         self.binds: list[tuple[Path, Path]] = [(Path("/run/runc"), self.run / "runc")]
         # The code the hooks run must stay visible too: the checkout (hook.py) and the
         # interpreter's prefixes, which CI may well have cloned under /tmp.
-        keep = (*keep, _REPO, Path(sys.prefix), Path(sys.base_prefix))
+        keep = (*keep, REPO, SOURCE, Path(sys.prefix), Path(sys.base_prefix))
         for top, root in ((Path("/tmp"), self.tmp), (Path("/run"), self.run)):
             root.mkdir(parents=True, exist_ok=True)
             root.chmod(0o1777 if top.name == "tmp" else 0o755)
@@ -149,9 +152,6 @@ class HostSandbox:
         return sorted(found)
 
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
 def _outermost(paths: list[Path]) -> list[Path]:
     """Each path once, and none inside another (one bind covers both)."""
     unique = sorted(set(paths), key=lambda p: len(p.parts))
@@ -179,6 +179,12 @@ def runc_available() -> str | None:
     if not shutil.which(RUNC):
         return f"{RUNC} not found"
     return None
+
+
+def require_runc() -> None:
+    why = runc_available()
+    if why:
+        skip_or_fail(why)
 
 
 def host_cgroup_mode() -> str:
@@ -249,23 +255,28 @@ class RuncContainer:
         return p
 
     # ---- lifecycle ------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        """``runc run -d``: its exit code and output (stdout and stderr, where a failed
+        hook's one line is); raises RuncError on failure when ``check``."""
         if self.monitor:
-            return self._start_monitored(timeout)
-        self._t_start = time.monotonic()
-        self.started = True  # set before: a half-created container must still be deleted
-        # runc's stdio goes to a file, not a pipe: a detached container without a terminal
-        # inherits it, and a process that keeps it open (sh -c 'sleep ...') would make
-        # reading a pipe wait for the container's end
-        with tempfile.TemporaryFile("w+") as out:
-            p = subprocess.run(self._argv("run", "-d", "--bundle", str(self.bundle), self.id),
-                               cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, timeout=timeout)
-            out.seek(0)
-            if p.returncode != 0:
-                raise RuncError(f"runc run -d {self.id} -> rc={p.returncode}\n{out.read()}")
+            p = self._start_monitored(timeout)
+        else:
+            self._t_start = time.monotonic()
+            self.started = True  # set before: a half-created container must still be deleted
+            # runc's stdio goes to a file, not a pipe: a detached container without a terminal
+            # inherits it, and a process that keeps it open (sh -c 'sleep ...') would make
+            # reading a pipe wait for the container's end
+            with tempfile.TemporaryFile("w+") as out:
+                argv = self._argv("run", "-d", "--bundle", str(self.bundle), self.id)
+                rc = subprocess.run(argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, timeout=timeout).returncode
+                out.seek(0)
+                p = subprocess.CompletedProcess(argv, rc, out.read())
+        if check and p.returncode != 0:
+            raise RuncError(f"runc run -d {self.id} -> rc={p.returncode}\n{p.stdout}")
+        return p
 
-    def _start_monitored(self, timeout: float) -> None:
+    def _start_monitored(self, timeout: float) -> subprocess.CompletedProcess:
         # the pid file is written by runc, in the sandbox when there is one: keep it in the
         # bundle directory then, which is the same path on both sides
         self._monitor_dir = tempfile.mkdtemp(prefix=f".{self.id}-monitor-",
@@ -288,8 +299,7 @@ class RuncContainer:
         if not line:
             raise RuncError(f"runc run -d {self.id}: the monitor died (rc={self._monitor.poll()})")
         answer = json.loads(line)
-        if answer["rc"] != 0:
-            raise RuncError(f"runc run -d {self.id} -> rc={answer['rc']}\n{answer['output']}")
+        return subprocess.CompletedProcess(argv, answer["rc"], answer["output"])
 
     def exit_status(self, timeout: float = 10) -> int | None:
         """PID 1's exit code once the container has stopped (negative: killed by that
@@ -329,6 +339,10 @@ class RuncContainer:
     def pid(self) -> int | None:
         st = self.state()
         return st.get("pid") if st else None
+
+    def root(self) -> Path:
+        """The container's root directory, seen from the host."""
+        return Path(f"/proc/{self.pid()}/root")
 
     def exec(self, *cmd: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
         return self._run("exec", self.id, *cmd, timeout=timeout, check=check)

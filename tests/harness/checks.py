@@ -14,11 +14,8 @@ import re
 import time
 from pathlib import Path
 
-from support import skip_or_fail
-
-import bundles
-import runc_harness
-import userns
+from tests.harness import bundles, runc_harness, userns
+from tests.harness.skips import require_root, skip_or_fail
 
 TMPFS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
 TMPFS_READONLY_ROOT = TMPFS + ("/var/lib/systemd", "/var/tmp")
@@ -45,6 +42,9 @@ def require_cgroup_mode(cgroup: str) -> None:
 
 
 def require_hybrid_host() -> None:
+    """Root on a cgroup v1 hybrid host (this project's test machines): both the unified
+    and the name=systemd hierarchy are mounted."""
+    require_root()
     if runc_harness.host_cgroup_mode() != "v1" or not os.path.isdir("/sys/fs/cgroup/unified"):
         skip_or_fail("the host is not cgroup v1 hybrid (v1 controllers plus /sys/fs/cgroup/unified)")
 

@@ -1,8 +1,13 @@
-"""Images and bundles for the end-to-end matrix.
+"""Bundles: a small systemd bundle for the CLI's tests, and the images and bundles of
+the end-to-end matrix.
+
+``make_systemd_bundle`` is a bundle whose PID 1 is systemd as far as the transformer can
+tell (/sbin/init -> /lib/systemd/systemd, an empty file) with runc's default config: what
+a test of the CLI, of batches or of the write path needs, made in a millisecond.
 
 An ``Image`` is one release's debootstrapped tree (minimal, or with Debian's services),
 unpacked once per session, with markers added to its /run and /tmp (the content a
-copy-up must carry into the tmpfs), and its manifest (tree_manifest) taken once.  It
+copy-up must carry into the tmpfs), and its manifest (trees.manifest) taken once.  It
 stays pristine: every bundle's rootfs is an overlay with the image as its read-only lower
 layer (or a ``cp -a`` copy), and the manifest proves that the tool left it alone.
 
@@ -17,6 +22,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -24,12 +30,23 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import rootfs_cache
-import runc_harness
-import tree_manifest
-import userns
+from tests.harness import rootfs_cache, runc_harness, runner, trees, userns
+from tests.harness.paths import GOLDEN, HOOK_SCRIPT
 
-REPO = Path(__file__).resolve().parents[2]
+
+def make_systemd_bundle(path: Path, config: dict | None = None) -> Path:
+    """A bundle at ``path`` whose PID 1 is systemd (/sbin/init -> /lib/systemd/systemd),
+    with runc's default config (golden/runc-spec-init) or ``config``."""
+    (path / "rootfs" / "lib" / "systemd").mkdir(parents=True)
+    (path / "rootfs" / "sbin").mkdir()
+    (path / "rootfs" / "lib" / "systemd" / "systemd").write_text("")
+    os.symlink("/lib/systemd/systemd", path / "rootfs" / "sbin" / "init")
+    if config is None:
+        shutil.copy(GOLDEN / "runc-spec-init" / "config.json", path / "config.json")
+    else:
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
 
 # The image content a copy-up must carry into the container's tmpfs.  Directory, file,
 # setuid file, symlink and hardlink, with an owner that is not root, a fixed mtime with
@@ -85,7 +102,7 @@ class Image:
         spec = rootfs_cache.image_spec(release, flavour)
         rootfs = rootfs_cache.unpack(rootfs_cache.ensure_tarball(spec), dest)
         add_markers(rootfs)
-        return cls(release, rootfs, tree_manifest.manifest(rootfs), flavour)
+        return cls(release, rootfs, trees.manifest(rootfs), flavour)
 
     def shifted(self, dest: Path, offset: int) -> "Image":
         """A copy of this image whose owners are all moved up by ``offset``: the tree a
@@ -93,7 +110,7 @@ class Image:
         as it is."""
         self.copy_to(dest)
         userns.shift_owners(dest, offset)
-        return Image(self.release, dest, tree_manifest.manifest(dest), self.flavour, self.id_offset + offset)
+        return Image(self.release, dest, trees.manifest(dest), self.flavour, self.id_offset + offset)
 
     def copy_to(self, dest: Path) -> Path:
         # cp -a keeps modes, owners, times, xattrs and hardlinks; no hardlinks INTO the image
@@ -173,14 +190,12 @@ def layer_upper(bundle: Path) -> Path:
 
 
 def cli(*args: str, check: bool = True, cgroup_v2_namespace: bool = False) -> subprocess.CompletedProcess:
-    """The project's CLI from the checkout, as a user runs it.  ``cgroup_v2_namespace``:
-    run it where runc_harness's v2 containers run (cgroup2 on /sys/fs/cgroup), so that
-    ``--cgroup auto`` probes a v2 host."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    argv = [sys.executable, "-m", "transformer", *args]
-    if cgroup_v2_namespace:
-        argv = runc_harness.in_cgroup2_namespace(argv)
-    p = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    """``oci-systemd ARGS`` (runner.cli), its output as text; ``check``: fail on a non-zero
+    exit.  ``cgroup_v2_namespace``: run it where runc_harness's v2 containers run (cgroup2
+    on /sys/fs/cgroup), so that ``--cgroup auto`` probes a v2 host."""
+    prefix = runc_harness.CGROUP2_NAMESPACE if cgroup_v2_namespace else ()
+    r = runner.cli(*args, prefix=prefix, timeout=60)
+    p = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
     if check and p.returncode != 0:
         raise AssertionError(f"oci-systemd {' '.join(args)} -> rc={p.returncode}\n{p.stdout}{p.stderr}")
     return p
@@ -222,13 +237,11 @@ def write_hook_wrapper(path: Path, *, measure_rss_to: Path | None = None) -> Pat
     """An absolute executable that runs this checkout's copy-up helper.  runc runs hooks
     with only the hook's own env (none here), so every path in it is absolute.
     ``measure_rss_to``: also record the helper's peak RSS (KiB) in that file."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-            "sys.argv[0] = 'oci-systemd-copyup'; "
-            "from transformer.copyup.main import main; sys.exit(main())")
-    inner = f"exec {sys.executable} -I -c {sh_quote(code)} \"$@\""
+    helper = f"{sys.executable} -I {sh_quote(str(HOOK_SCRIPT))}"
+    inner = f"exec {helper} \"$@\""
     if measure_rss_to is not None:
         inner = (f"exec {sys.executable} -I -c {sh_quote(_RSS_WRAPPER)} "
-                 f"{sh_quote(str(measure_rss_to))} {sys.executable} -I -c {sh_quote(code)} \"$@\"")
+                 f"{sh_quote(str(measure_rss_to))} {helper} \"$@\"")
     path.write_text(f"#!/bin/sh\n# oci-systemd e2e: this checkout's copy-up helper\n{inner}\n")
     path.chmod(0o755)
     return path

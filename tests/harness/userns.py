@@ -47,17 +47,21 @@ def host_id(id_map: IdMap, id_: int) -> int | None:
     return None
 
 
-def shift_owners(tree: Path, offset: int) -> int:
+def shift_owners(tree: Path, offset: int = HOST_ID, *, drop_file_capabilities: bool = False) -> int:
     """Add ``offset`` to the owner and group of every path in ``tree``: the tree of a
     container whose ids 0..SIZE-1 map to ``offset``.. (see map_owners)."""
-    return map_owners(tree, ((0, offset, SIZE),))
+    return map_owners(tree, ((0, offset, SIZE),), drop_file_capabilities=drop_file_capabilities)
 
 
-def map_owners(tree: Path, id_map: IdMap) -> int:
+def map_owners(tree: Path, id_map: IdMap, *, drop_file_capabilities: bool = False) -> int:
     """Give every path in ``tree`` (one file system, symlinks not followed) the host owner
     and group that its owner and group are under ``id_map``.  chown(2) clears the setuid
     and setgid bits of a file, so every mode is set back afterwards.  A hardlinked file
-    is mapped once.  Returns the number of inodes changed."""
+    is mapped once.  Returns the number of inodes changed.
+
+    A file capability names the root it belongs to: such a file is refused, unless
+    ``drop_file_capabilities`` (chown(2) drops the capability; a test that needs it
+    sets it again, and the kernel stores it for the namespace's root)."""
     root_dev = os.lstat(tree).st_dev
     changed = 0
     seen: set[int] = set()
@@ -74,7 +78,7 @@ def map_owners(tree: Path, id_map: IdMap) -> int:
         names: set[str] = set()
         if not stat.S_ISLNK(st.st_mode):
             names = set(os.listxattr(path, follow_symlinks=False))
-            refused = names.intersection(_REFUSED_XATTRS)
+            refused = set() if drop_file_capabilities else names.intersection(_REFUSED_XATTRS)
             if refused:
                 raise UnshiftableTree(f"{path}: {sorted(refused)} names a root uid; shifting it is not implemented")
         os.chown(path, uid, gid, follow_symlinks=False)
@@ -86,7 +90,7 @@ def map_owners(tree: Path, id_map: IdMap) -> int:
 
     move(str(tree))
     for dirpath, dirnames, filenames in os.walk(tree):
-        # stay on the tree's file system, as cp -a and tree_manifest do
+        # stay on the tree's file system, as cp -a and trees.manifest do
         dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == root_dev]
         for name in dirnames + filenames:
             move(os.path.join(dirpath, name))

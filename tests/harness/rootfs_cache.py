@@ -309,7 +309,7 @@ def remove_rootfs(path: Path) -> None:
     _rm_tree(Path(path))
 
 
-if __name__ == "__main__":  # python3 tests/e2e/rootfs_cache.py bookworm [sid:services ...]
+if __name__ == "__main__":  # python3 tests/harness/rootfs_cache.py bookworm [sid:services ...]
     import sys
 
     for name in sys.argv[1:] or ["bookworm"]:
