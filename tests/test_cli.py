@@ -2,63 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from planhelp import GOLDEN
-from support import skip_or_fail
+from tests.harness.bundles import make_systemd_bundle
+from tests.harness.paths import GOLDEN
+from tests.harness.runner import cli
+from tests.harness.skips import skip_or_fail
+from tests.harness.trees import manifest as tree_hash
 from transformer.schema import DEFAULT_SCHEMA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = ["--hook-path", "/usr/local/bin/oci-systemd-copyup"]
 
 
-def cli(*args: str, stdin: bytes | None = None, cwd: Path | None = None, prefix: tuple = (), env=None):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("OCI_SYSTEMD_DEBUG", None)
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "transformer", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd or ROOT,
-        env=full_env,
-        timeout=60,
-    )
-
-
-def tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = Path(dirpath, name)
-            st = p.lstat()
-            h.update(f"{p.relative_to(root)}|{st.st_mode:o}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-            if stat.S_ISREG(st.st_mode) and st.st_size < 10_000_000 and os.access(p, os.R_OK):
-                h.update(p.read_bytes())
-            elif stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(p).encode())
-    return h.hexdigest()
-
-
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
-    b = tmp_path / "bundle"
-    (b / "rootfs" / "lib" / "systemd").mkdir(parents=True)
-    (b / "rootfs" / "sbin").mkdir()
-    (b / "rootfs" / "lib" / "systemd" / "systemd").write_text("")
-    os.symlink("/lib/systemd/systemd", b / "rootfs" / "sbin" / "init")
-    shutil.copy(GOLDEN / "runc-spec-init" / "config.json", b / "config.json")
-    return b
+    return make_systemd_bundle(tmp_path / "bundle")
 
 
 def one_line_error(result, *fragments: str) -> None:
@@ -156,7 +123,7 @@ def test_review_json(bundle: Path):
 
 
 def test_python_dash_m_and_cgroup_auto(bundle: Path):
-    result = cli("review", str(bundle), *HOOK)  # --cgroup auto probes this host
+    result = cli("review", str(bundle), *HOOK, process=True)  # --cgroup auto probes this host
     assert result.returncode == 0, result.stderr
     out = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
     host = re.search(r"^  cgroup host: +(.*)$", out, re.M).group(1)
