@@ -9,7 +9,7 @@ import json
 import jsonpatch
 import pytest
 
-from planhelp import POLICY, SYSTEMD_ROOTFS, mounts_at, options, run, runc_config
+from tests.harness.planning import POLICY, SYSTEMD_ROOTFS, mounts_at, options, run, runc_config
 from transformer import mounts
 from transformer.concerns import CONCERNS
 from transformer.concerns.cgroups import systemd_slice_path

@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from copyup_helpers import (
-    build_fidelity_tree,
-    diff_snapshots,
-    sha256_file,
-    snapshot,
-    tmpfs,
-    without_symlink_atimes,
-)
-from support import require_root
+from tests.harness.copyup import build_fidelity_tree
+from tests.harness.mounts import tmpfs
+from tests.harness.skips import require_root
+from tests.harness.trees import diff_snapshots, sha256_file, snapshot, without_symlink_atimes
 from transformer.copyup.engine import Options, copy_tree
 from transformer.errors import CopyUpError
 
@@ -76,7 +71,7 @@ def test_capability_survives_chown_order(tmp_path):
     f.write_bytes(b"x")
     os.chown(f, 1000, 1000)
     f.chmod(0o4755)
-    from copyup_helpers import CAP_NET_BIND_SERVICE
+    from tests.harness.copyup import CAP_NET_BIND_SERVICE
 
     os.setxattr(f, "security.capability", CAP_NET_BIND_SERVICE)
     _copy(src, tmp_path / "dst")
@@ -302,7 +297,7 @@ def test_unsupported_user_xattrs_are_dropped_and_counted(tmp_path, monkeypatch):
 def test_unsupported_security_xattr_still_refuses(tmp_path, monkeypatch):
     """Only user.* is dropped: a security.* xattr the target cannot hold refuses the copy."""
     require_root()
-    from copyup_helpers import CAP_NET_BIND_SERVICE
+    from tests.harness.copyup import CAP_NET_BIND_SERVICE
 
     src = tmp_path / "src"
     src.mkdir()
