@@ -31,13 +31,9 @@ from pathlib import Path
 
 import pytest
 
-import bundles
-import checks
 import image_disk
-import parallel
-import runc_harness
-import userns
-from e2e_figures import BOOT_FIGURES
+from tests.harness import bundles, checks, parallel, runc_harness, userns
+from tests.harness.figures import BOOT_FIGURES
 
 pytestmark = pytest.mark.e2e
 

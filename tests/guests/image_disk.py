@@ -23,10 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import bundles
 import guest_image
-import rootfs_cache
-import userns
+from tests.harness import bundles, rootfs_cache, userns
 
 FORMAT = 1  # bump when what a tree gets besides its tarball changes (markers, maps)
 # The rootless cell's map, as podman's rootless containers have it: the container's root

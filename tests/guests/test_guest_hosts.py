@@ -25,13 +25,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from support import require_root, skip_or_fail
 
 import guest_image
 import image_disk
-import parallel
 import qemu
-from e2e_figures import BOOT_FIGURES
+from tests.harness import parallel
+from tests.harness.figures import BOOT_FIGURES
+from tests.harness.skips import require_root, skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
