@@ -27,11 +27,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(0, str(REPO))
 
-import bundles  # noqa: E402
-import rootfs_cache  # noqa: E402
-import runc_harness  # noqa: E402
+from tests.harness import bundles, rootfs_cache, runc_harness  # noqa: E402
 
 RELEASE = "bookworm"
 RUNS = 5

@@ -158,9 +158,9 @@ def _systemd_bundles(work: Path) -> dict[str, Path] | None:
     """The same debootstrapped bookworm systemd bundle, transformed by oci-systemd in
     three forms: hook copy-up, native tmpcopyup, and the native form without
     tmpcopyup (no copy-up at all). None when no cached rootfs tarball exists."""
-    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    sys.path.insert(0, str(REPO))
     try:
-        import rootfs_cache
+        from tests.harness import rootfs_cache
     except ImportError:
         return None
     tarball = rootfs_cache.find_tarball(rootfs_cache.RootfsSpec(release="bookworm"))

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "hardening"), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
-import hardening_load  # noqa: E402
+from tests.harness import load as hardening_load  # noqa: E402
 
 
 def main() -> int:

@@ -44,13 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# tests/ for `support` (imported by integ_env), then the two harness folders
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "e2e"), str(REPO / "tests" / "integrations")]
+sys.path.insert(0, str(REPO))
 
-import bundles  # noqa: E402
-import integ_env  # noqa: E402
-import rootfs_cache  # noqa: E402
-import runc_harness  # noqa: E402
+from tests.harness import bundles, rootfs_cache, runc_harness  # noqa: E402
+from tests.harness import integrations as integ_env  # noqa: E402
 
 RELEASE = "bookworm"
 SPEC = rootfs_cache.RootfsSpec(RELEASE, packages=rootfs_cache.services_packages(RELEASE))
