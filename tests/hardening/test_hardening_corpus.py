@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -258,16 +257,14 @@ _PEAK_WRAPPER = (
 )
 
 
-def _child_peak_rss_kib(run, peak_file: Path) -> tuple[object, int, float]:
-    """run(prefix) runs the CLI behind the prefix; returns its result, peak RSS, time."""
-    t0 = time.monotonic()
+def _child_peak_rss_kib(run, peak_file: Path) -> tuple[object, int]:
+    """run(prefix) runs the CLI behind the prefix; returns its result and peak RSS."""
     result = run((sys.executable, "-I", "-S", "-c", _PEAK_WRAPPER, str(peak_file)))
-    seconds = time.monotonic() - t0
-    return result, int(peak_file.read_text()), seconds
+    return result, int(peak_file.read_text())
 
 
 @pytest.mark.parametrize("how", ["file-validate", "file-review", "stdin-plan"])
-def test_200mb_config_refused_quickly(bundle: Path, tmp_path: Path, how: str):
+def test_200mb_config_refused_without_reading_it(bundle: Path, tmp_path: Path, how: str):
     big = tmp_path / "big.json"
     with open(big, "wb") as f:  # real bytes, not sparse: a reader would really pay for them
         f.write(b'{"ociVersion": "1.0.2", "x": "')
@@ -277,7 +274,7 @@ def test_200mb_config_refused_quickly(bundle: Path, tmp_path: Path, how: str):
         f.write(b'"}')
     if how == "stdin-plan":
         with open(big, "rb") as stdin:
-            result, peak, seconds = _child_peak_rss_kib(
+            result, peak = _child_peak_rss_kib(
                 lambda prefix: cli("plan", "-", "--cgroup", "v1", *HOOK_OPTS, stdin=stdin, cwd=bundle, prefix=prefix),
                 tmp_path / "peak")
         label = "-"
@@ -285,14 +282,13 @@ def test_200mb_config_refused_quickly(bundle: Path, tmp_path: Path, how: str):
         shutil.move(big, bundle / "config.json")
         before = manifest(bundle)
         command = how.split("-")[1]
-        result, peak, seconds = _child_peak_rss_kib(lambda prefix: cli(command, str(bundle), prefix=prefix),
+        result, peak = _child_peak_rss_kib(lambda prefix: cli(command, str(bundle), prefix=prefix),
                                                     tmp_path / "peak")
         label = str(bundle / "config.json")
         assert manifest(bundle) == before
     assert_one_line(result, "oci-systemd", 2, f"error: {label}: ", "larger than 4 MiB")
     # A reader of the whole file would need 200+ MB; the refusal needs the interpreter.
     assert peak < 120 * 1024, f"peak RSS {peak} KiB: the config was read into memory"
-    assert seconds < 10, seconds
 
 
 # -- the bundle and its rootfs --------------------------------------------------------
@@ -468,12 +464,12 @@ def test_state_pid_that_is_not_a_container(hook_bundle: Path, who: str):
         if not os.path.isdir("/proc/2") or "kthreadd" not in Path("/proc/2/comm").read_text():
             skip_or_fail("pid 2 is not kthreadd here (a pid namespace?)")
     else:
-        holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
+        # "ready" comes from inside the new namespace (unshare execs sh, which execs sleep)
+        holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", "echo ready; exec sleep 60"],
+                                  stdout=subprocess.PIPE)
+        assert holder.stdout.readline() == b"ready\n"
         pid = holder.pid
-        for _ in range(100):  # until unshare has exec'd sleep in the new namespace
-            if os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
-                break
-            time.sleep(0.02)
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     try:
         before = manifest(hook_bundle)
         result = copyup(["--stage", "prestart", "/run"], _good_state(hook_bundle, pid=pid))
@@ -486,6 +482,7 @@ def test_state_pid_that_is_not_a_container(hook_bundle: Path, who: str):
         if holder is not None:
             holder.kill()  # by the pid we started
             holder.wait()
+            holder.stdout.close()
 
 
 def test_state_bundle_whose_config_is_a_fifo(hook_bundle: Path):

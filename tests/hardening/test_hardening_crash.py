@@ -4,15 +4,18 @@ cleans what an interrupted one left; concurrent applies are serialised by a lock
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
-import time
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ import pytest
 import transformer.bundle as bundle_mod
 from tests.harness.bundles import make_systemd_bundle
 from tests.harness.mounts import tmpfs
-from tests.harness.runner import CLI_ARGV, HOOK_OPTS, assert_one_line, child_env, cli
+from tests.harness.runner import HOOK_OPTS, assert_one_line, cli
 from tests.harness.skips import skip_or_fail
 from tests.harness.trees import manifest
 from transformer.bundle import TMP_SUFFIX
@@ -114,27 +117,85 @@ def test_failure_at_every_step(versions, tmp_path: Path, capsys, code: int):
         assert files_of(b) == new
 
 
-def _apply_in_child(b: Path, die_at: int | None = None) -> int:
-    """fork, run apply in the child (SIGKILLing itself before disk step die_at); pid."""
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 1)
-            os.dup2(null, 2)
-            if die_at is not None:
-                count = [0]
+class ApplyChild:
+    """`apply` of one bundle in a forked child: main() of this process, so no interpreter
+    start, and the seams of this process to synchronise on.  The child tells the parent
+    where it is by writing one byte to a pipe, never by the parent waiting a while:
 
-                def die(step, path):
-                    if count[0] == die_at:
+    - ``die_at=N``: it SIGKILLs itself just before disk step N (transformer.bundle's
+      before_step seam);
+    - ``tell_at=N``: it writes b"s" just before disk step N, and goes on;
+    - ``tell_locked_out=True``: it writes b"l" when flock(2) first finds the bundle
+      locked by another holder, and goes on waiting for the lock.
+
+    Its stderr goes to a file (``stderr()``); ``wait()`` returns its wait status."""
+
+    def __init__(self, b: Path, *, die_at: int | None = None, tell_at: int | None = None,
+                 tell_locked_out: bool = False) -> None:
+        fd, name = tempfile.mkstemp(prefix="apply-child-", suffix=".stderr", dir=b.parent)
+        os.close(fd)
+        self._stderr = Path(name)
+        readable, writable = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never return into pytest
+            try:
+                # Only its pipe, as subprocess's close_fds would leave: a descriptor of the
+                # parent's (a lock the test holds) must not live on in the child.
+                for fd in map(int, os.listdir("/proc/self/fd")):
+                    if fd > 2 and fd != writable:
+                        with contextlib.suppress(OSError):  # the listing's own, closed already
+                            os.close(fd)
+                sys.stdout, sys.stderr = open(os.devnull, "w"), open(self._stderr, "w")
+                steps = [0]
+
+                def seam(step, path):
+                    if steps[0] == die_at:
                         os.kill(os.getpid(), signal.SIGKILL)
-                    count[0] += 1
+                    if steps[0] == tell_at:
+                        os.write(writable, b"s")
+                    steps[0] += 1
 
-                bundle_mod.before_step = die
-            os._exit(main(["apply", str(b), *ARGS]))
-        finally:
-            os._exit(99)
-    return pid
+                bundle_mod.before_step = seam
+                if tell_locked_out:
+                    real_flock, told = fcntl.flock, []
+
+                    def flock(fd, operation):
+                        try:
+                            return real_flock(fd, operation)
+                        except BlockingIOError:
+                            if not told:
+                                told.append(os.write(writable, b"l"))
+                            raise
+
+                    fcntl.flock = flock
+                code = main(["apply", str(b), *ARGS])
+                sys.stderr.flush()
+                os._exit(code)
+            finally:
+                os._exit(99)
+        os.close(writable)
+        self._told = readable
+
+    def told(self, deadline: float = 60) -> bytes:
+        """The byte the child wrote; b"" if it exited first. Fails after ``deadline``
+        seconds without either (a child stuck where it should not be)."""
+        ready, _, _ = select.select([self._told], [], [], deadline)
+        assert ready, f"child {self.pid} said nothing and did not exit for {deadline} s"
+        return os.read(self._told, 1)
+
+    def running(self) -> bool:
+        return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)  # the child we forked, by its pid
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self._told)
+        return status
+
+    def stderr(self) -> str:
+        return self._stderr.read_text()
 
 
 def test_sigkill_before_every_step_then_next_run_cleans_up(versions, tmp_path: Path, capsys):
@@ -142,8 +203,7 @@ def test_sigkill_before_every_step_then_next_run_cleans_up(versions, tmp_path: P
     left_behind = 0
     for index, (step, where) in enumerate(steps):
         b = make_systemd_bundle(tmp_path / f"k{index}")
-        pid = _apply_in_child(b, die_at=index)
-        _, status = os.waitpid(pid, 0)
+        status = ApplyChild(b, die_at=index).wait()
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (step, status)
         assert_old_or_new(b, old, new)
         left_behind += bool(temporaries(b))
@@ -154,30 +214,30 @@ def test_sigkill_before_every_step_then_next_run_cleans_up(versions, tmp_path: P
 
 
 def test_200_sigkills_at_random_moments(versions, tmp_path: Path, capsys):
-    old, new, _ = versions
+    """Each child is killed as soon as it has reached a disk step drawn at random: the
+    kill lands within that step or a later one, wherever the scheduler has the child."""
+    old, new, steps = versions
     b = make_systemd_bundle(tmp_path / "bundle")
     rng = random.Random(int(os.environ.get("OCI_SYSTEMD_CRASH_SEED", "6")))
-    # How long one apply takes in a forked child, so the kills spread over all of it.
-    t0 = time.monotonic()
-    for _ in range(3):
-        os.waitpid(_apply_in_child(b), 0)
-        (b / "config.json").write_bytes(old["config.json"])
-    duration = (time.monotonic() - t0) / 3
     outcomes = {"old": 0, "new": 0}
     stale = 0
     for _ in range(200):
-        pid = _apply_in_child(b)
-        time.sleep(rng.uniform(0, duration * 1.2))
-        os.kill(pid, signal.SIGKILL)  # the child we forked, by its pid
-        os.waitpid(pid, 0)
+        at = rng.randrange(len(steps))
+        child = ApplyChild(b, tell_at=at)
+        reached = child.told()
+        child.kill()
+        child.wait()
+        # Leftovers of earlier kills only add steps (unlink-stale) before the first
+        # write: every child reaches each step of a plain apply.
+        assert reached == b"s", f"the child ended before disk step {at}: {child.stderr()}"
         outcomes[assert_old_or_new(b, old, new)] += 1
         stale = max(stale, len(temporaries(b)))
         (b / "config.json").write_bytes(old["config.json"])  # old again; leftovers stay
     assert main(["apply", str(b), *ARGS]) == 0
     capsys.readouterr()
     assert files_of(b) == new and temporaries(b) == [], "the next run must clean stale temporary files"
-    assert outcomes["old"] > 0 and outcomes["new"] > 0, (outcomes, duration)
-    print(f"200 SIGKILLs over {duration * 1000:.1f} ms applies: {outcomes}, up to {stale} stale temporaries")
+    assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes
+    print(f"200 SIGKILLs over {len(steps)} disk steps: {outcomes}, up to {stale} stale temporaries")
 
 
 # -- real file systems: a tiny tmpfs (ENOSPC), a read-only one (EROFS), no permission ------
@@ -254,20 +314,12 @@ def test_eacces_without_write_permission(versions, tmp_path: Path, where: str):
 # -- concurrency ----------------------------------------------------------------------
 
 
-def _spawn(b: Path, **kw) -> subprocess.Popen:
-    """`oci-systemd apply` of this checkout in its own process."""
-    return subprocess.Popen([*CLI_ARGV, "apply", str(b), *ARGS], env=child_env(), **kw)
-
-
 def test_concurrent_applies_all_finish_once(versions, tmp_path: Path):
     old, new, _ = versions
     b = make_systemd_bundle(tmp_path / "bundle")
-    procs = [_spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(6)]
-    results = []
-    for p in procs:
-        results.append((p.wait(60), p.stderr.read().decode()))
-        p.stderr.close()
-    assert all(rc == 0 for rc, _ in results), results
+    children = [ApplyChild(b) for _ in range(6)]
+    results = [(child.wait(), child.stderr()) for child in children]
+    assert all(os.waitstatus_to_exitcode(status) == 0 for status, _ in results), results
     assert files_of(b) == new and temporaries(b) == []
     again = cli("plan", str(b), *ARGS)
     assert again.returncode == 0 and again.stdout == b"[]\n", again.stderr
@@ -284,33 +336,31 @@ def test_lock_serialises_apply(versions, tmp_path: Path):
     old, new, _ = versions
     b = make_systemd_bundle(tmp_path / "bundle")
     fd = _hold_lock(b)
-    proc = _spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = ApplyChild(b, tell_locked_out=True)
     try:
-        time.sleep(1.5)
-        assert proc.poll() is None, "apply did not wait for the lock"
+        assert child.told() == b"l", "apply did not try to take the lock"
+        assert child.running(), "apply did not wait for the lock"
         assert files_of(b) == old, "apply wrote without the lock"
     finally:
         os.close(fd)
-    assert proc.wait(30) == 0, proc.stderr.read()
-    proc.stderr.close()
+    assert os.waitstatus_to_exitcode(child.wait()) == 0, child.stderr()
     assert files_of(b) == new
 
 
 def test_config_changed_while_waiting_for_the_lock_is_not_overwritten(tmp_path: Path):
     b = make_systemd_bundle(tmp_path / "bundle")
     fd = _hold_lock(b)
-    proc = _spawn(b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = ApplyChild(b, tell_locked_out=True)
     try:
-        time.sleep(1.5)  # apply has read and planned, and waits for the lock
+        assert child.told() == b"l"  # apply has read and planned, and waits for the lock
         config = json.loads((b / "config.json").read_text())
         config["hostname"] = "edited-meanwhile"
         (b / "config.json").write_text(json.dumps(config))
         edited = (b / "config.json").read_bytes()
     finally:
         os.close(fd)
-    assert proc.wait(30) == 2
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
+    assert os.waitstatus_to_exitcode(child.wait()) == 2
+    err = child.stderr()
     assert err.count("\n") == 1 and "changed while oci-systemd was planning it" in err, err
     assert (b / "config.json").read_bytes() == edited
 

@@ -240,11 +240,9 @@ def test_systemd_boots_under_docker_through_the_wrapper(docker):
     assert "CAP_SYS_ADMIN" not in config["process"]["capabilities"]["bounding"]
     assert "container=oci" in config["process"]["env"]
 
-    t0 = time.monotonic()
     docker.run("stop", cid, timeout=60)
-    took = time.monotonic() - t0
     exit_code = docker.run("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip()
-    assert took < 10, f"docker stop took {took:.1f} s (SIGRTMIN+3 not honoured?)"
+    # 0, not 137: SIGRTMIN+3 stopped systemd, not the SIGKILL that follows docker's 10 s
     assert exit_code == "0", exit_code
 
 

@@ -4,7 +4,6 @@ the prestart copy-up helper, on an image imported from the debootstrapped Debian
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -95,12 +94,10 @@ def test_systemd_boots_to_running_and_stops_cleanly(podman, hooks_dir: Path):
     hooks = [h for h in (config.get("hooks") or {}).get("prestart", []) if "copyup" in " ".join(h.get("args", []))]
     assert len(hooks) == 1, f"the copy-up helper must run once, not {len(hooks)} times: {config.get('hooks')}"
 
-    t0 = time.monotonic()
     podman.run("stop", "-t", "20", name, timeout=60)
-    took = time.monotonic() - t0
     info = podman.inspect(name)
+    # 0, not 137: SIGRTMIN+3 stopped systemd, not the SIGKILL that follows the 20 s
     assert info["State"]["ExitCode"] == 0, info["State"]
-    assert took < 10, f"podman stop took {took:.1f}s: SIGRTMIN+3 was not what stopped systemd"
 
 
 def test_non_systemd_container_is_unchanged(podman, hooks_dir: Path, tmp_path: Path):
