@@ -2,7 +2,8 @@
 
 Every case is checked four ways: the stored files match a fresh plan; the stored
 patch applies with jsonpatch and gives the stored config; that config passes the
-OCI schema; and planning it again yields [] (idempotent).
+OCI schema; and planning it again yields [] (idempotent).  test_determinism.py renders
+them all again in an interpreter with another hash seed.
 """
 
 from __future__ import annotations
@@ -92,11 +93,6 @@ def test_golden_result_is_schema_valid(case: Path):
     expected = json.loads((case / "expected.config.json").read_text())
     problems = validate(expected, load_validator())
     assert problems == [], problems
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_golden_is_deterministic(case: Path):
-    assert golden.render(case, POLICY) == golden.render(case, POLICY)
 
 
 def test_check_reports_a_labelled_unified_diff(tmp_path: Path):

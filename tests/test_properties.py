@@ -1,8 +1,11 @@
-"""Properties that hold for every config, checked with hypothesis.
+"""Properties that hold for every config, checked with hypothesis (the dev, ci or fuzz
+profile of tests/harness/profiles.py).
 
 A patch never removes or alters a user's mounts, env or capabilities except where
 the review says so; it is idempotent; it applies with jsonpatch; its output passes
 the OCI schema; and no input makes the core fail with anything but our own error.
+A config the core refuses is no example of the first two: hypothesis is told so
+(reject) and draws another, and counts the refusals in its statistics.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import copy
 import json
 
 import jsonpatch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import event, given, reject
 from hypothesis import strategies as st
 
 from tests.harness.planning import POLICY, SYSTEMD_ROOTFS, options, runc_config
+from tests.harness.profiles import SETTINGS
 from transformer.config import check_config
 from transformer.errors import OciSystemdError
 from transformer.mounts import normalise
@@ -23,7 +27,6 @@ from transformer.review import review_data
 from transformer.schema import DEFAULT_SCHEMA_DIR, load_validator, validate
 
 VALIDATOR = load_validator() if (DEFAULT_SCHEMA_DIR / "config-schema.json").is_file() else None
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 DESTINATIONS = ["/run", "/run/", "/run/lock", "/run/.containerenv", "/run/secrets", "/tmp", "//tmp", "/data",
                 "/var/log/journal", "/var/log/journal/x", "/etc/machine-id", "/sys/fs/cgroup", "/sys/fs/cgroup/systemd",
@@ -78,11 +81,14 @@ option_sets = st.fixed_dictionaries(
 )
 
 
-def _plan_or_error(config, opts):
+def _planned(config, opts):
+    """The plan of config; a config refused with our own error (an annotation that is
+    not true/false, say) is not an example, and hypothesis draws another."""
     try:
         return plan(copy.deepcopy(config), SYSTEMD_ROOTFS, options(**opts))
     except OciSystemdError:
-        return None
+        event("refused with our own error")
+        reject()
 
 
 def _explained(result, pointer: str) -> bool:
@@ -92,9 +98,7 @@ def _explained(result, pointer: str) -> bool:
 @SETTINGS
 @given(configs(), option_sets)
 def test_never_removes_or_silently_alters_user_state(config, opts):
-    result = _plan_or_error(config, opts)
-    if result is None:
-        return  # refused with our own error (e.g. an annotation that is not true/false)
+    result = _planned(config, opts)
     after = result.config
     # Mounts: every user mount is still there, in the same relative order; any change
     # to one of its fields is made by an op (and so shown in the review).
@@ -134,9 +138,7 @@ def test_never_removes_or_silently_alters_user_state(config, opts):
 @SETTINGS
 @given(configs(), option_sets)
 def test_idempotent_applies_and_schema_valid(config, opts):
-    result = _plan_or_error(config, opts)
-    if result is None:
-        return
+    result = _planned(config, opts)
     patched = jsonpatch.apply_patch(config, result.patch())
     assert patched == result.config
     again = plan(copy.deepcopy(patched), SYSTEMD_ROOTFS, options(**opts))
@@ -177,5 +179,7 @@ def test_any_json_is_planned_or_refused_with_our_error(value, opts):
     try:
         check_config(value, "config.json")
         plan(value, SYSTEMD_ROOTFS, options(**opts))
+        event("planned")
     except OciSystemdError as exc:
+        event("refused with our own error")
         assert "\n" not in exc.one_line()
