@@ -294,14 +294,13 @@ def test_200mb_config_refused_without_reading_it(bundle: Path, tmp_path: Path, h
 # -- the bundle and its rootfs --------------------------------------------------------
 
 
-def _as_unprivileged(kind: str) -> tuple:
+def _without_dac_override() -> tuple:
+    """The prefix that runs the CLI as root without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH, so that the kernel enforces modes (nothing for a user)."""
     if os.geteuid() != 0:
         return ()
     if not shutil.which("setpriv"):
         skip_or_fail("setpriv (util-linux) is needed to drop root's privileges")
-    if kind == "nobody":
-        return ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--")
-    # root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: the kernel enforces modes
     return ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
 
 
@@ -310,7 +309,7 @@ def test_bundle_without_permission_to_read(bundle: Path):
     os.chmod(bundle, 0)
     try:
         before = manifest(bundle)
-        result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, prefix=_as_unprivileged("no-dac"))
+        result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, prefix=_without_dac_override())
         assert_one_line(result, "oci-systemd", 2, f"error: {bundle / 'config.json'}: ", "cannot be opened",
                         "Permission denied")
         assert manifest(bundle) == before
@@ -320,13 +319,17 @@ def test_bundle_without_permission_to_read(bundle: Path):
 
 def test_bundle_below_a_directory_without_permission(tmp_path: Path):
     """The bundle's parent cannot be searched by the caller (a user pointing at root's
-    tree): refused as bad input, not an internal error."""
+    tree): refused as bad input, not an internal error.  Root's caller is nobody, in a
+    forked child of this process (cli(user=...)): an interpreter started as nobody would
+    read this checkout, which nobody cannot do where it lives in a 0700 directory (a
+    clone in root's home, or in a mktemp -d folder)."""
     parent = tmp_path / "private"
     bundle = make_systemd_bundle(parent / "bundle")
     tmp_path.chmod(0o755)
     os.chmod(parent, 0o700)
     before = manifest(parent)
-    result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, prefix=_as_unprivileged("nobody"))
+    nobody = (65534, 65534) if os.geteuid() == 0 else None
+    result = cli("apply", str(bundle), "--cgroup", "v1", *HOOK_OPTS, user=nobody)
     assert_one_line(result, "oci-systemd", 2, f"error: {bundle}: ", "bundle cannot be examined", "Permission denied")
     assert manifest(parent) == before
 

@@ -17,16 +17,20 @@ enter (bug 6: a clone under root's 0700 home).
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.machinery
+import importlib.util
 import io
 import os
 import pickle
 import pkgutil
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from tests.harness.paths import HOOK_SCRIPT, REPO, SOURCE
@@ -147,16 +151,33 @@ def _alarm(seconds: float, args: tuple[str, ...]) -> Iterator[None]:
 
 def _as_user(run: Callable[[], Result], uid: int, gid: int) -> Result:
     """``run()`` in a forked child that has dropped to uid and gid (no supplementary
-    groups). Every module of transformer is imported first: the child may not be able
-    to read this checkout."""
-    for module in pkgutil.walk_packages(importlib.import_module("transformer").__path__, "transformer."):
-        if not module.name.endswith("__main__"):
-            importlib.import_module(module.name)
+    groups), running a copy of transformer that any user can read.
+
+    The user may not be able to read this checkout (a clone in root's 0700 home), so
+    the child imports the package, and finds its built-in policy, in a world-readable
+    temporary copy, every module imported before it drops its privileges.  The
+    dependencies it needs must be loaded already (an import inside a function of a
+    third-party package would be read from the checkout's venv)."""
+    top = Path(tempfile.mkdtemp(prefix="oci-systemd-as-user-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(SOURCE / "transformer", top / "transformer", ignore=shutil.ignore_patterns("__pycache__"))
+        from transformer.policy import default_policy_dir
+
+        if not (top / "transformer" / "patches").is_dir():  # a checkout keeps it beside the package
+            shutil.copytree(default_policy_dir(), top / "patches")
+        return _forked_as(run, uid, gid, top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _forked_as(run: Callable[[], Result], uid: int, gid: int, top: Path) -> Result:
     readable, writable = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         try:
             os.close(readable)
+            _import_transformer_from(top)
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
@@ -176,6 +197,20 @@ def _as_user(run: Callable[[], Result], uid: int, gid: int) -> Result:
     outcome = pickle.loads(data)
     assert isinstance(outcome, Result), f"the child running as {uid}:{gid} failed: {outcome}"
     return outcome
+
+
+def _import_transformer_from(top: Path) -> None:
+    """Replace this process's transformer modules by those of the copy under ``top``, all
+    of them imported now (their submodules are found through the package's __path__)."""
+    for name in [n for n in sys.modules if n == "transformer" or n.startswith("transformer.")]:
+        del sys.modules[name]
+    spec = importlib.machinery.PathFinder.find_spec("transformer", [str(top)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["transformer"] = package
+    spec.loader.exec_module(package)
+    for module in pkgutil.walk_packages(package.__path__, "transformer."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
 
 
 @contextlib.contextmanager
