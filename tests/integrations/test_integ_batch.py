@@ -197,14 +197,16 @@ def test_output_dash_and_stdin_dash(tmp_path: Path):
 
 
 def test_pip_install_into_a_fresh_venv(tmp_path: Path):
-    """`pip install .` into a fresh venv: both console scripts work from any directory."""
+    """`pip install .` into a fresh venv: both console scripts work from any directory.
+    The venv gets no pip of its own (ensurepip would spend seconds installing one this
+    test does not need): this process's pip installs into it (pip --python)."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info",
                                                                ".pytest_cache", ".hypothesis", "__pycache__"))
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(src)], capture_output=True,
-                         text=True, timeout=600)
+    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                          "--quiet", str(src)], capture_output=True, text=True, timeout=600)
     if pip.returncode != 0:
         skip_or_fail(f"pip install . failed (no package registry?): {pip.stderr[-500:]}")
     elsewhere = tmp_path / "elsewhere"
