@@ -1,11 +1,10 @@
 """Session fixtures of the end-to-end suite: the unpacked images (per release, minimal or
-with services, and their ownership-shifted copies; shared, never modified), the copy-up
-hook wrapper, and a table of boot figures printed at the end."""
+with services, and their ownership-shifted copies; shared, never modified, kept between
+sessions), the copy-up hook wrapper, and a table of boot figures printed at the end."""
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -22,12 +21,11 @@ def e2e_preconditions() -> None:
 
 
 class Images:
-    """Unpacks an image on first use, once per session (from the cached tarball: ~3 s for
-    a minimal tree, ~15 s for a services one), and makes its ownership-shifted copy for
-    user-namespaced containers (userns.py) once, from it.  Safe to call from threads."""
+    """Each image the session uses, found (or made: ~3 s for a minimal tree, ~15 s for a
+    services one, its ownership-shifted copy for user-namespaced containers from it) by
+    bundles.Image.cached once, on first use.  Safe to call from threads."""
 
-    def __init__(self, base) -> None:
-        self._base = base
+    def __init__(self) -> None:
         self._images: dict[tuple[str, str, int], bundles.Image | Exception] = {}
         self._locks: dict[tuple[str, str, int], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -42,35 +40,20 @@ class Images:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._images:
-                dest = self._base / (f"{release}-{flavour}" + (f"+{id_offset}" if id_offset else ""))
                 try:
-                    if id_offset:
-                        self._images[key] = self.get(release, flavour).shifted(dest, id_offset)
-                    else:
-                        self._images[key] = bundles.Image.unpack(release, dest, flavour)
+                    self._images[key] = bundles.Image.cached(release, flavour, id_offset)
                 except Exception as exc:
-                    # every later caller gets the same error, not a retry into a half-made tree
-                    rootfs_cache.remove_rootfs(dest)
+                    # every later caller gets the same error, not a retry of the same failure
                     self._images[key] = exc
             image = self._images[key]
             if isinstance(image, Exception):
                 raise RuntimeError(f"the {release} {flavour} image could not be made") from image
             return image
 
-    def cleanup(self) -> None:
-        # two at a time: removing a 1.1 GB services tree takes seconds of kernel time
-        trees = [image.rootfs for image in self._images.values() if isinstance(image, bundles.Image)]
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(rootfs_cache.remove_rootfs, trees))
-
 
 @pytest.fixture(scope="session")
-def images(tmp_path_factory):
-    imgs = Images(tmp_path_factory.mktemp("images"))
-    try:
-        yield imgs
-    finally:
-        imgs.cleanup()
+def images():
+    return Images()
 
 
 @pytest.fixture(scope="session")

@@ -86,11 +86,6 @@ CELLS = [
 HOST_FACT = {"hybrid": "a hybrid host", "v2": "a cgroup v2 host"}
 
 
-def upper_entries(bundle: Path) -> list[str]:
-    upper = bundles.layer_upper(bundle)
-    return sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
-
-
 def run_cell(cell: Cell, images, workdir: Path) -> dict:
     checks.require_hybrid_host()
     image = images.get(cell.release, cell.flavour, userns.HOST_ID if cell.user_namespace else 0)
@@ -106,7 +101,7 @@ def run_cell(cell: Cell, images, workdir: Path) -> dict:
         assert facts.get("cgroup host", "").startswith(HOST_FACT[cell.host] if cell.cgroup != "v1" else "a cgroup v1 host"), facts
         assert facts.get("cgroup view", "").startswith(f"{cell.view} ("), facts
         assert facts.get("user namespace", "").startswith("yes" if cell.user_namespace else "no"), facts
-        assert upper_entries(bundle) == [], "apply wrote into the rootfs"
+        assert bundles.layer_changes(bundle, image) == [], "apply wrote into the rootfs"
 
         machine_id = (bundle / "oci-systemd/machine-id").read_text().strip()
         image_id = (image.rootfs / "etc/machine-id").read_text().strip()
@@ -162,7 +157,7 @@ def test_newest_systemd_refused_on_cgroup_v1(images, tmp_path):
         assert p.stdout == "", p.stdout
         assert (bundle / "config.json").read_bytes() == before, "the refused apply changed config.json"
         assert not (bundle / "oci-systemd").exists(), "the refused apply wrote side files"
-        assert upper_entries(bundle) == [], "the refused apply wrote into the rootfs"
+        assert bundles.layer_changes(bundle, image) == [], "the refused apply wrote into the rootfs"
     finally:
         bundles.remove_bundle(bundle)
 

@@ -6,10 +6,12 @@ tell (/sbin/init -> /lib/systemd/systemd, an empty file) with runc's default con
 a test of the CLI, of batches or of the write path needs, made in a millisecond.
 
 An ``Image`` is one release's debootstrapped tree (minimal, or with Debian's services),
-unpacked once per session, with markers added to its /run and /tmp (the content a
-copy-up must carry into the tmpfs), and its manifest (trees.manifest) taken once.  It
-stays pristine: every bundle's rootfs is an overlay with the image as its read-only lower
-layer (or a ``cp -a`` copy), and the manifest proves that the tool left it alone.
+unpacked once and kept for later sessions (rootfs_cache.cached_tree), with markers added
+to its /run and /tmp (the content a copy-up must carry into the tmpfs).  It stays pristine: every bundle's rootfs is an
+overlay with the image as its read-only lower layer (or a ``cp -a`` copy), so anything
+written through a bundle's rootfs lands in the overlay's upper directory, and
+``layer_changes`` lists it: the proof that the tool left the image alone, without
+hashing the tree (a services image is 1.1 GB).
 
 A bundle is made the way issue 4 says: ``runc spec``, then args, terminal and
 root.readonly set, then the project's own CLI (``python3 -m transformer apply``).
@@ -27,10 +29,10 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import rootfs_cache, runc_harness, runner, trees, userns
+from tests.harness import rootfs_cache, runc_harness, runner, userns
 from tests.harness.paths import GOLDEN, HOOK_SCRIPT
 
 
@@ -57,6 +59,9 @@ MARKER_UID, MARKER_GID = 1234, 2345
 MARKER_MTIME_NS = 981_173_106_123_456_789  # 2001-02-03 04:05:06.123456789 UTC
 MARKER_XATTR = ("user.oci-systemd-e2e", b"marker")
 MARKED_TMPFS = ("/run", "/tmp")
+# Bump when add_markers or the ownership shift changes what an Image's tree holds: the
+# trees kept by rootfs_cache.cached_tree are made again.
+IMAGE_FORMAT = 1
 
 
 def add_markers(rootfs: Path) -> None:
@@ -84,7 +89,9 @@ def add_markers(rootfs: Path) -> None:
 class Image:
     release: str
     rootfs: Path
-    manifest: dict
+    # Not taken any more (layer_changes proves the image untouched); tests/guests still
+    # pass one positionally.
+    manifest: dict = field(default_factory=dict)
     flavour: str = "minimal"  # rootfs_cache.FLAVOURS
     id_offset: int = 0  # every owner in the tree is the image's own plus this (see userns.py)
     # or, when the tree was mapped by ranges (userns.map_owners): (containerID, hostID, size)
@@ -98,19 +105,25 @@ class Image:
         return host_id - self.id_offset
 
     @classmethod
-    def unpack(cls, release: str, dest: Path, flavour: str = "minimal") -> "Image":
-        spec = rootfs_cache.image_spec(release, flavour)
-        rootfs = rootfs_cache.unpack(rootfs_cache.ensure_tarball(spec), dest)
-        add_markers(rootfs)
-        return cls(release, rootfs, trees.manifest(rootfs), flavour)
+    def cached(cls, release: str, flavour: str = "minimal", id_offset: int = 0) -> "Image":
+        """``release``'s image of that flavour, with the markers; with ``id_offset``, a copy
+        whose owners are all moved up by it (the tree a container whose user namespace maps
+        0 -> ``id_offset`` needs).  Made once, then kept (rootfs_cache.cached_tree)."""
+        tarball = rootfs_cache.ensure_tarball(rootfs_cache.image_spec(release, flavour))
+        if id_offset:
+            base = cls.cached(release, flavour)
 
-    def shifted(self, dest: Path, offset: int) -> "Image":
-        """A copy of this image whose owners are all moved up by ``offset``: the tree a
-        container with a user namespace mapping 0 -> ``offset`` needs.  This one is left
-        as it is."""
-        self.copy_to(dest)
-        userns.shift_owners(dest, offset)
-        return Image(self.release, dest, trees.manifest(dest), self.flavour, self.id_offset + offset)
+            def make(dest: Path) -> None:
+                base.copy_to(dest)
+                userns.shift_owners(dest, id_offset)
+        else:
+            def make(dest: Path) -> None:
+                rootfs_cache.unpack(tarball, dest)
+                add_markers(dest)
+
+        name = f"{release}-{flavour}" + (f"+{id_offset}" if id_offset else "")
+        key = {"tarball": tarball.name, "format": IMAGE_FORMAT, "id_offset": id_offset}
+        return cls(release, rootfs_cache.cached_tree(name, key, make), flavour=flavour, id_offset=id_offset)
 
     def copy_to(self, dest: Path) -> Path:
         # cp -a keeps modes, owners, times, xattrs and hardlinks; no hardlinks INTO the image
@@ -127,7 +140,7 @@ class Image:
         for d in (dest, upper, work):
             d.mkdir(parents=True)
         # The tree's top directory is the upper one's: give it the image's own metadata, so
-        # that the merged tree's manifest equals the image's.
+        # that the merged tree's top is the image's (layer_changes compares the two).
         st = os.lstat(self.rootfs)
         os.chown(upper, st.st_uid, st.st_gid)
         os.chmod(upper, stat.S_IMODE(st.st_mode))
@@ -187,6 +200,20 @@ LAYER_SCRATCH = ".rootfs-layer"
 def layer_upper(bundle: Path) -> Path:
     """What a layered bundle's container (or a tool) wrote to its rootfs."""
     return bundle / LAYER_SCRATCH / "upper"
+
+
+def layer_changes(bundle: Path, image: Image) -> list[str]:
+    """What was written through a layered bundle's rootfs: each entry of the overlay's
+    upper directory (a new file, a changed one, a changed owner, mode, time or xattr,
+    a removal: overlayfs copies up or whites out every one), and the rootfs top itself,
+    which is the upper directory (Image.layer_to gave it the image's own metadata)."""
+    upper = layer_upper(bundle)
+    changes = sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
+    top, want = os.lstat(upper), os.lstat(image.rootfs)
+    if (top.st_mode, top.st_uid, top.st_gid, top.st_mtime_ns) != (want.st_mode, want.st_uid, want.st_gid,
+                                                                   want.st_mtime_ns):
+        changes.insert(0, ". (the rootfs's own mode, owner or mtime)")
+    return changes
 
 
 def cli(*args: str, check: bool = True, cgroup_v2_namespace: bool = False) -> subprocess.CompletedProcess:

@@ -12,7 +12,8 @@ For bookworm, an already debootstrapped tree at ``/var/cache/oci-systemd/build/b
 is adopted instead of building, if it is complete and matches the key (see ``adoptable``).
 
 ``unpack`` gives every test its own fresh copy, with the top directory mode 0755 (a 0700
-top breaks dbus and logind).
+top breaks dbus and logind).  ``cached_tree`` keeps a tree that tests only read (the e2e
+images) unpacked between sessions, under ``/var/cache/oci-systemd/trees/``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 CACHE_DIR = Path(os.environ.get("OCI_SYSTEMD_ROOTFS_CACHE", "/var/cache/oci-systemd"))
 DEFAULT_PACKAGES: tuple[str, ...] = ("systemd", "systemd-sysv", "dbus")
@@ -307,6 +310,62 @@ def fresh_rootfs(release: str, dest: Path, *, packages: tuple[str, ...] = DEFAUL
 def remove_rootfs(path: Path) -> None:
     """Remove an unpacked tree without crossing into mounts left under it."""
     _rm_tree(Path(path))
+
+
+def cached_tree(name: str, key_material: dict, make: Callable[[Path], None], cache_dir: Path = CACHE_DIR) -> Path:
+    """The tree that ``make(dest)`` builds at ``dest``, made once and kept under
+    ``cache_dir``/trees for later sessions: a session that unpacked its images (seconds
+    each; a services image is 1.1 GB) and removed them at its end (longer still) spent
+    minutes on trees that had not changed.
+
+    Tests only read such a tree (an overlay's lower layer, the source of ``cp -a``).
+    Every session checks it before its first use against a record of each entry's
+    type, mode, owner, size, mtime and ctime, taken when it was made: no file can be
+    written, chmod'ed, chown'ed, given an xattr, linked or renamed without a new ctime.
+    A tree that differs is removed and made again.  Sessions serialise on a lock file,
+    and a tree is made under a temporary name, then renamed into place."""
+    blob = json.dumps({"name": name, **key_material}, sort_keys=True).encode()
+    tree = cache_dir / "trees" / f"{name}-{hashlib.sha256(blob).hexdigest()[:16]}"
+    record = tree.with_name(tree.name + ".record")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with open(tree.with_name(tree.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tree.is_dir() and record.is_file() and record.read_text() == _stat_record(tree):
+            return tree
+        for stale in (tree, *tree.parent.glob(f".{tree.name}.*.partial")):
+            _rm_tree(stale)
+        partial = tree.with_name(f".{tree.name}.{os.getpid()}.partial")
+        try:
+            make(partial)
+            os.rename(partial, tree)
+        finally:
+            _rm_tree(partial)
+        record.write_text(_stat_record(tree))  # after the rename, which gives the top a new ctime
+    return tree
+
+
+def _stat_record(tree: Path) -> str:
+    """A digest of every entry's path, type, mode, owner, size, mtime and ctime (one file
+    system, sorted, symlinks not followed)."""
+    h = hashlib.sha256()
+    root_dev = os.lstat(tree).st_dev
+
+    def add(rel: str, st: os.stat_result) -> None:
+        h.update(repr((rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                 .encode("utf-8", "surrogateescape"))
+
+    def walk(path: str, rel: str) -> None:
+        with os.scandir(path) as it:
+            children = sorted(it, key=lambda e: e.name)
+        for e in children:
+            st = e.stat(follow_symlinks=False)
+            add(f"{rel}/{e.name}", st)
+            if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
+                walk(e.path, f"{rel}/{e.name}")
+
+    add(".", os.lstat(tree))
+    walk(str(tree), ".")
+    return h.hexdigest()
 
 
 if __name__ == "__main__":  # python3 tests/harness/rootfs_cache.py bookworm [sid:services ...]
