@@ -9,9 +9,9 @@ A real child interpreter is used where the process itself is under test: ``proce
 (an entry point, an interpreter's exit status), a ``prefix`` (``setpriv ...``: dropped
 capabilities), a file object as stdin, or a call from a thread other than the main one
 (the streams and the working directory are the whole process's).  ``user=(uid, gid)``
-forks and drops to that user before ``main()`` runs: what an unprivileged caller meets,
-without the child having to read this checkout, which that user may not be able to
-enter (bug 6: a clone under root's 0700 home).
+forks, drops to that user and runs ``main()`` of a world-readable copy of transformer:
+what an unprivileged caller meets, without the child having to read this checkout, which
+that user may not be able to enter (bug 6: a clone under root's 0700 home).
 """
 
 from __future__ import annotations
