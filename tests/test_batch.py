@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from planhelp import GOLDEN
-from shellhelp import HOOK, run, systemd_bundle
+from tests.harness.paths import GOLDEN
+from tests.harness.shell import HOOK, run, systemd_bundle
 from transformer import batch
 from transformer.errors import internal_error_line
 from transformer.job import Failure, Job, call_options

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from planhelp import GOLDEN
+from tests.harness.paths import GOLDEN
 from transformer.cli import main
 from transformer.errors import EXIT_BAD_INPUT
 from transformer.policy import default_policy_dir

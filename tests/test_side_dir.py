@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonpatch
 import pytest
 
-from planhelp import options, run, runc_config
+from tests.harness.planning import options, run, runc_config
 from transformer.errors import OptionsError
 
 SIDE = "/run/oci-systemd/0123456789abcdef0123456789abcdef"

@@ -12,8 +12,9 @@ from pathlib import Path
 import jsonpatch
 import pytest
 
-from planhelp import GOLDEN
-from shellhelp import HOOK, run, systemd_bundle, tree
+from tests.harness.paths import GOLDEN
+from tests.harness.shell import HOOK, run, systemd_bundle
+from tests.harness.trees import manifest as tree
 from transformer import podman
 from transformer.concerns.machine_id import machine_id_for
 from transformer.job import Failure, Job, call_options

@@ -8,6 +8,7 @@ path (inside a test guest, the copy of tests/ is run the same way).
 - ``runner``: oci-systemd and oci-systemd-copyup, in this process or as a real one, and
   the one-line error assertion;
 - ``planning``: runc's default config, options and a plan, for tests of the pure core;
+- ``shell``: main() in this process with fd capture, and bundles of other golden configs;
 - ``profiles``: the hypothesis profiles (dev, ci, fuzz);
 - ``trees``: one record of a directory tree (snapshot, manifest) and its differences;
 - ``bundles``: a small systemd bundle; the e2e images and the bundles made from them;
