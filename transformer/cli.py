@@ -223,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     except OciSystemdError as exc:
         _say(f"error: {exc.one_line()}")
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return EXIT_BAD_INPUT
