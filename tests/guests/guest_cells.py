@@ -8,7 +8,7 @@ test_guest_hosts.GUEST_TESTS says which tests each kind runs:
 - every kind: ``test_host_kind``, the guest is the host it claims to be, as the CLI's
   own probe and the mounts say;
 - ``test_cell``: images booted with the defaults (``oci-systemd apply BUNDLE``) and checked as
-  the host-side matrix checks them (tests/e2e/checks.py): running, no failed unit, every
+  the host-side matrix checks them (tests/harness/checks.py): running, no failed unit, every
   enabled service active, the machine-id, the mounts, copy-up, the cgroup view, a clean
   stop and nothing left.  On v2, linux.resources sets memory.max, pids.max and cpu.max,
   and the container must not be able to raise them, with and without a user namespace;
