@@ -14,6 +14,8 @@ CONCERN = "annotations"
 
 
 class Annotation(NamedTuple):
+    """One annotation of annotations.json: the value it must have, and why."""
+
     key: str
     value: str
     # The values that already mean `value` (default: itself alone).
