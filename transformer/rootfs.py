@@ -38,7 +38,7 @@ class RootfsView:
     """Answers questions about paths inside the rootfs. Subclasses implement _entry."""
 
     label = "rootfs"
-    _resolved: dict[tuple[str, bool], str | ResolveError]
+    _resolved: dict[str, str | ResolveError]
 
     def _entry(self, components: tuple[str, ...]) -> Entry:
         """The entry at components, whose parents are real directories (never links)."""
@@ -60,19 +60,18 @@ class RootfsView:
             return ()
         return self._names(components)
 
-    def resolve(self, path: str, *, follow_final: bool = True) -> str:
+    def resolve(self, path: str) -> str:
         """The absolute path inside the rootfs that path designates, links resolved.
 
         Memoised: a plan asks about the same few destinations for every mount, and
         the image does not change under one planning run."""
         memo = self.__dict__.setdefault("_resolved", {})
-        key = (path, follow_final)
-        if key not in memo:
+        if path not in memo:
             try:
-                memo[key] = self._resolve(path, follow_final)
+                memo[path] = self._resolve(path)
             except ResolveError as exc:
-                memo[key] = exc
-        found = memo[key]
+                memo[path] = exc
+        found = memo[path]
         if isinstance(found, ResolveError):
             raise found
         return found
@@ -91,7 +90,7 @@ class RootfsView:
             memo[path] = found
         return found
 
-    def _resolve(self, path: str, follow_final: bool) -> str:
+    def _resolve(self, path: str) -> str:
         pending = deque(c for c in path.split("/") if c)
         resolved: list[str] = []
         links = 0
@@ -108,7 +107,7 @@ class RootfsView:
                 resolved.append(name)
                 continue
             entry = self._entry(tuple(resolved) + (name,))
-            if entry.kind == "symlink" and (pending or follow_final):
+            if entry.kind == "symlink":
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise ResolveError(f"{path}: too many levels of symbolic links")
@@ -122,45 +121,14 @@ class RootfsView:
                 missing = True
         return "/" + "/".join(resolved)
 
-    def entry(self, path: str) -> Entry:
-        """lstat() semantics: intermediate links are resolved, the final one is not."""
-        resolved = self.resolve(path, follow_final=False)
-        components = tuple(c for c in resolved.split("/") if c)
-        if not components:
-            return Entry("dir")
-        parent = self.resolve("/" + "/".join(components[:-1]))
-        parent_components = tuple(c for c in parent.split("/") if c)
-        if parent_components and self._entry(parent_components).kind != "dir":
-            return Entry("missing")
-        return self._entry(parent_components + (components[-1],))
-
     def exists(self, path: str) -> bool:
+        """Whether path designates anything, links resolved inside the rootfs (a
+        looping one designates nothing)."""
         try:
-            return self._entry_of(self.resolve(path)).kind != "missing"
+            components = tuple(c for c in self.resolve(path).split("/") if c)
         except ResolveError:
             return False
-
-    def is_dir(self, path: str) -> bool:
-        try:
-            return self._entry_of(self.resolve(path)).kind == "dir"
-        except ResolveError:
-            return False
-
-    def is_symlink(self, path: str) -> bool:
-        try:
-            return self.entry(path).kind == "symlink"
-        except ResolveError:
-            return True  # a looping name is still a link
-
-    def readlink(self, path: str) -> str | None:
-        entry = self.entry(path)
-        return entry.target if entry.kind == "symlink" else None
-
-    def _entry_of(self, resolved: str) -> Entry:
-        components = tuple(c for c in resolved.split("/") if c)
-        if not components:
-            return Entry("dir")
-        return self._entry(components)
+        return not components or self._entry(components).kind != "missing"
 
 
 class EmptyRootfs(RootfsView):
