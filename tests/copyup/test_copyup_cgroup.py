@@ -15,7 +15,7 @@ from tests.harness.copyup import MOUNTINFO_HYBRID as HYBRID
 from tests.harness.copyup import MOUNTINFO_PURE_V2 as PURE_V2
 from tests.harness.skips import require_root
 from transformer.copyup import cgroup
-from transformer.copyup.bundle import NAMED_SYSTEMD, UNIFIED
+from transformer.copyup.bundle_view import NAMED_SYSTEMD, UNIFIED
 from transformer.copyup.mounts import MountInfo, parse_mountinfo
 from transformer.errors import CopyUpError
 

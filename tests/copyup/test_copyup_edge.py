@@ -15,7 +15,7 @@ from tests.harness.copyup import state_json, write_config
 from tests.harness.paths import HOOK_MAIN, HOOK_SCRIPT, REPO
 from tests.harness.runner import assert_one_line, copyup, isolated_python
 from transformer.copyup import main as main_mod
-from transformer.copyup.bundle import DEFAULT_DESTINATIONS, check_destination, default_destinations
+from transformer.copyup.bundle_view import DEFAULT_DESTINATIONS, check_destination, default_destinations
 from transformer.copyup.jsonfast import loads
 from transformer.copyup.main import parse_argv
 from transformer.copyup.state import parse_state
@@ -228,7 +228,7 @@ def test_help_and_module_invocation():
 _CLOSURE = r"""
 import sys
 before = set(sys.modules)
-import transformer.copyup.main, transformer.copyup.copyup, transformer.copyup.engine
+import transformer.copyup.main, transformer.copyup.run, transformer.copyup.engine
 import transformer.copyup.target, transformer.copyup.hooksconfig, transformer.copyup.source, transformer.copyup.state
 import transformer.copyup.cgroup, transformer.copyup.userns, transformer.copyup.mounts
 import transformer.copyup.target as t

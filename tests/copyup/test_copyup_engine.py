@@ -13,18 +13,18 @@ from tests.harness.copyup import build_fidelity_tree
 from tests.harness.mounts import tmpfs
 from tests.harness.skips import require_root
 from tests.harness.trees import diff_snapshots, sha256_file, snapshot, without_symlink_atimes
-from transformer.copyup.engine import Options, copy_tree
+from transformer.copyup.engine import CopyLimits, copy_tree
 from transformer.errors import CopyUpError
 
 IS_ROOT = os.geteuid() == 0
 
 
-def _copy(src: Path, dst: Path, options: Options | None = None):
+def _copy(src: Path, dst: Path, limits: CopyLimits | None = None):
     dst.mkdir(exist_ok=True)
     sfd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | (os.O_NOATIME if IS_ROOT else 0))
     dfd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return copy_tree(sfd, dfd, options)
+        return copy_tree(sfd, dfd, limits)
     finally:
         os.close(sfd)
         os.close(dfd)
@@ -86,7 +86,7 @@ def test_devices_refused_when_not_allowed(tmp_path):
     src.mkdir()
     os.mknod(src / "sda", stat.S_IFBLK | 0o600, os.makedev(8, 0))
     with pytest.raises(CopyUpError, match="block device.*not mounted nodev"):
-        _copy(src, tmp_path / "dst", Options(allow_devices=False))
+        _copy(src, tmp_path / "dst", CopyLimits(allow_devices=False))
     assert not (tmp_path / "dst" / "sda").exists()
 
 
@@ -148,8 +148,8 @@ def test_tree_deeper_than_allowed_is_refused(tmp_path):
         deep = deep / "d"
     deep.mkdir(parents=True)
     with pytest.raises(CopyUpError, match="deeper than 10 levels"):
-        _copy(src, tmp_path / "dst", Options(max_depth=10))
-    _copy(src, tmp_path / "dst2", Options(max_depth=12))  # the limit is exact
+        _copy(src, tmp_path / "dst", CopyLimits(max_depth=10))
+    _copy(src, tmp_path / "dst2", CopyLimits(max_depth=12))  # the limit is exact
     assert (tmp_path / "dst2" / ("d/" * 12)).is_dir()
 
 

@@ -19,7 +19,7 @@ from tests.harness.copyup import (
     write_config,
 )
 from tests.harness.runner import HOOK_ARGV, copyup, isolated_python
-from transformer.copyup.bundle import (
+from transformer.copyup.bundle_view import (
     NAMED_SYSTEMD,
     UNIFIED,
     cgroup_views,

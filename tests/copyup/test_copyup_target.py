@@ -13,7 +13,7 @@ from tests.harness.mounts import private_tmpfs_holder, tmpfs
 from tests.harness.runner import copyup
 from tests.harness.skips import require_root
 from tests.harness.trees import diff_snapshots, snapshot
-from transformer.copyup.target import MountInfo, _unescape
+from transformer.copyup.mounts import MountInfo, _unescape
 
 
 def _bundle(tmp_path: Path) -> tuple[Path, Path]:
@@ -122,7 +122,7 @@ def test_mountinfo_parsing():
 
 @pytest.mark.parametrize("pid", ["self"])
 def test_own_mountinfo_reads(pid):
-    from transformer.copyup.target import read_mountinfo
+    from transformer.copyup.mounts import read_mountinfo
 
     table = read_mountinfo(pid)
     assert any(m.mount_point == b"/" for m in table)

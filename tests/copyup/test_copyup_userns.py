@@ -20,9 +20,10 @@ from tests.harness.skips import require_root, skip_or_fail
 from tests.harness.trees import diff_snapshots, snapshot, without_symlink_atimes
 from tests.harness.userns import HOST_ID as SHIFT
 from tests.harness.userns import shift_owners
-from transformer.copyup.copyup import own_user_namespace
+from transformer.copyup.run import own_user_namespace
 from transformer.copyup.engine import Stats
 from transformer.copyup.jsonfast import dumps, loads
+from transformer.copyup.run import own_user_namespace
 from transformer.copyup.userns import IdMap, UserNamespace, run_as_root, user_namespace
 from transformer.errors import CopyUpError, StateError
 

@@ -390,7 +390,7 @@ path_parts = st.lists(st.sampled_from(["run", "..", ".", "", "lock", "etc", "a" 
 @SETTINGS
 @given(parts=path_parts)
 def test_destination_check_accepts_only_normal_absolute_paths(parts):
-    from transformer.copyup.bundle import check_destination
+    from transformer.copyup.bundle_view import check_destination
     from transformer.errors import OptionsError
 
     dest = "/" + "/".join(parts)

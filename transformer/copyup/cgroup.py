@@ -22,7 +22,7 @@ What is guarded against:
 
 The guard against a bundle prepared for another kind of host (a cgroup2 mount on a
 legacy v1 host, a name=systemd bind on a pure v2 host) runs on every start, with or
-without a user namespace, so it lives in bundle.py (check_host_kind), which every
+without a user namespace, so it lives in bundle_view.py (check_host_kind), which every
 start imports anyway.
 
 What it does not do: controllers. Limits stay the runtime's; the unified directory's
@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import stat
 
-from transformer.copyup.bundle import NAMED_SYSTEMD, UNIFIED
+from transformer.copyup.bundle_view import NAMED_SYSTEMD, UNIFIED
 from transformer.copyup.mounts import (
     CGROUP2_SUPER_MAGIC,
     CGROUP_SUPER_MAGIC,

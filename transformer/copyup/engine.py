@@ -43,8 +43,9 @@ _SENDFILE_MAX = 0x7FFFF000  # Linux caps one sendfile at this many bytes
 NOT_NODEV = "the target tmpfs is not mounted nodev"
 
 
-class Options:
-    """Limits and policy for one copy."""
+class CopyLimits:
+    """What one copy may do: how deep it goes, whether it creates device nodes, and
+    how it words a refusal."""
 
     __slots__ = ("max_depth", "allow_devices", "no_devices_reason", "denied_hint")
 
@@ -157,9 +158,9 @@ def apply_metadata_fd(src: int, dst: int, st: os.stat_result) -> int:
 
 
 class _Copier:
-    def __init__(self, dst_root: int, options: Options, stats: Stats):
+    def __init__(self, dst_root: int, limits: CopyLimits, stats: Stats):
         self.dst_root = dst_root
-        self.options = options
+        self.limits = limits
         self.stats = stats
         self.root_dev = os.fstat(dst_root).st_dev
         self._root_mnt: int | None = None
@@ -176,9 +177,9 @@ class _Copier:
     # -- directories ------------------------------------------------------------
 
     def fill(self, sdir: int, ddir: int, rel: tuple, depth: int) -> None:
-        if depth > self.options.max_depth:
+        if depth > self.limits.max_depth:
             raise CopyUpError(
-                f"{_show(rel)}: image tree is deeper than {self.options.max_depth} levels; refusing"
+                f"{_show(rel)}: image tree is deeper than {self.limits.max_depth} levels; refusing"
             )
         with os.scandir(sdir) as it:
             entries = list(it)  # closes scandir's own fd before we descend
@@ -194,7 +195,7 @@ class _Copier:
                 else:
                     self.copy_node(sdir, ddir, name, rel, os.stat(name, dir_fd=sdir, follow_symlinks=False))
             except OSError as e:
-                raise _os_error(e, rel, name, self.options.denied_hint) from None
+                raise _os_error(e, rel, name, self.limits.denied_hint) from None
 
     def copy_dir(self, sdir: int, ddir: int, name: str, rel: tuple, depth: int) -> None:
         sfd = _open_source(name, _SRC_DIR, sdir)
@@ -318,10 +319,10 @@ class _Copier:
     def copy_node(self, sdir: int, ddir: int, name: str, rel: tuple, st: os.stat_result) -> None:
         """FIFOs, sockets and device nodes: re-created with mknod, never opened."""
         kind = stat.S_IFMT(st.st_mode)
-        if kind in (stat.S_IFCHR, stat.S_IFBLK) and not self.options.allow_devices:
+        if kind in (stat.S_IFCHR, stat.S_IFBLK) and not self.limits.allow_devices:
             raise CopyUpError(
                 f"{_show(rel, name)}: image holds a {_mode_name(kind)}, and "
-                f"{self.options.no_devices_reason}; refusing to create it"
+                f"{self.limits.no_devices_reason}; refusing to create it"
             )
         if kind not in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             raise CopyUpError(f"{_show(rel, name)}: unsupported {_mode_name(kind)}")
@@ -373,17 +374,17 @@ def _os_error(e: OSError, rel: tuple, name: str, denied_hint: str = "") -> CopyU
     return CopyUpError(f"{_show(rel, name)}: cannot copy: {e.strerror or e}{hint}")
 
 
-def copy_tree(src: int, dst: int, options: Options | None = None, *, root_metadata: bool = True) -> Stats:
+def copy_tree(src: int, dst: int, limits: CopyLimits | None = None, *, root_metadata: bool = True) -> Stats:
     """Copy the content of directory fd ``src`` into directory fd ``dst``, then give
     ``dst`` itself src's owner, mode, xattrs and times (the mount point's metadata)."""
-    options = options or Options()
+    limits = limits or CopyLimits()
     stats = Stats()
-    copier = _Copier(dst, options, stats)
+    copier = _Copier(dst, limits, stats)
     st = os.fstat(src)
     try:
         copier.fill(src, dst, (), 0)
         if root_metadata:
             stats.dropped_xattrs += apply_metadata_fd(src, dst, st)
     except OSError as e:
-        raise _os_error(e, (), ".", options.denied_hint) from None
+        raise _os_error(e, (), ".", limits.denied_hint) from None
     return stats

@@ -48,7 +48,7 @@ exit codes: 0 copied or nothing to copy, 1 refused or failed (copy, cgroup guard
 
 def parse_argv(argv: list[str]) -> tuple[str, list[str]] | str:
     """(stage, dests) from argv (without argv[0]); or "help"/"version"."""
-    from transformer.copyup.bundle import check_destination
+    from transformer.copyup.bundle_view import check_destination
 
     stage = None
     dests: list[str] = []
@@ -96,7 +96,7 @@ def run(argv: list[str], stdin: bytes) -> int:
         sys.stdout.write(f"{PROG} {__version__}\n")
         return EXIT_OK
     _stage, dests = parsed
-    from transformer.copyup.copyup import copy_up
+    from transformer.copyup.run import copy_up
     from transformer.copyup.state import parse_state
 
     for dest, stats in copy_up(parse_state(stdin), dests):

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import os
 
-# The mount table is parsed in mounts.py (shared with cgroup.py); MountInfo and
-# _unescape stay importable from here.
-from transformer.copyup.mounts import TMPFS_MAGIC, MountInfo, _unescape, fs_magic, mount_id, read_mountinfo  # noqa: F401
+from transformer.copyup.mounts import TMPFS_MAGIC, fs_magic, mount_id, read_mountinfo
 from transformer.copyup.source import components, walk
 from transformer.errors import CopyUpError, StateError
 

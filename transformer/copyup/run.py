@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from transformer.copyup.bundle import (
+from transformer.copyup.bundle_view import (
     cgroup_views,
     check_host_kind,
     default_destinations,
@@ -99,14 +99,14 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
 
 
 def _copy_one(pid: int, rootfs: str, dest: str, source_fd: int):
-    from transformer.copyup.engine import Options, copy_tree
+    from transformer.copyup.engine import CopyLimits, copy_tree
     from transformer.copyup.target import open_target
 
     target_fd = open_target(pid, rootfs, dest, source_fd)
     try:
         nodev = bool(os.fstatvfs(target_fd).f_flag & os.ST_NODEV)
         try:
-            return copy_tree(source_fd, target_fd, Options(allow_devices=nodev))
+            return copy_tree(source_fd, target_fd, CopyLimits(allow_devices=nodev))
         except CopyUpError as e:
             raise CopyUpError(f"{dest}: {e.message}") from None
     finally:
@@ -127,7 +127,7 @@ def _copy_as_container_root(pid: int, rootfs: str, rootfs_fd: int, sources: list
     refuses an image whose rootfs or DEST directory has an owner the namespace does
     not map: inside, that directory would belong to nobody (the overflow id), and so
     would the tmpfs it is copied onto."""
-    from transformer.copyup.engine import Options, Stats, copy_tree
+    from transformer.copyup.engine import CopyLimits, Stats, copy_tree
     from transformer.copyup.target import open_target
     from transformer.copyup.userns import run_as_root
 
@@ -145,11 +145,11 @@ def _copy_as_container_root(pid: int, rootfs: str, rootfs_fd: int, sources: list
             jobs.append((dest, source_fd, open_target(pid, rootfs, dest, source_fd)))
 
         def work():
-            options = Options(allow_devices=False, no_devices_reason=NO_DEVICES_IN_USERNS, denied_hint=UNMAPPED)
+            limits = CopyLimits(allow_devices=False, no_devices_reason=NO_DEVICES_IN_USERNS, denied_hint=UNMAPPED)
             done = []
             for dest, source_fd, target_fd in jobs:
                 try:
-                    done.append((dest, copy_tree(source_fd, target_fd, options).as_dict()))
+                    done.append((dest, copy_tree(source_fd, target_fd, limits).as_dict()))
                 except CopyUpError as e:
                     raise CopyUpError(f"{dest}: {e.message}") from None
             return done
