@@ -13,11 +13,12 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
-from .config import MAX_CONFIG_BYTES, check_config, parse_json
+from .config import check_config, parse_json
 from .draft import SideFile
 from .errors import BundleError, ConfigError
+from .fsguard import read_config_file, read_limited, rootfs_dir
 from .rootfs import EmptyRootfs, HostRootfs, RootfsView
 
 CONFIG = "config.json"
@@ -53,61 +54,10 @@ class Bundle(NamedTuple):
     config_bytes: bytes | None = None
 
 
-def _read_limited(stream: BinaryIO, label: str) -> bytes:
-    data = stream.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refusing to read it", file=label)
-    return data
-
-
-def read_config_file(path: Path) -> tuple[bytes, int]:
-    """The bytes of a regular file, refusing links, FIFOs, directories and huge files
-    before reading them (O_NONBLOCK: opening a FIFO must not hang)."""
-    label = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise BundleError("does not exist", file=label) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise BundleError("is a symbolic link; oci-systemd only edits a regular config.json", file=label) from None
-        if exc.errno == errno.ENXIO:  # open(2) of a UNIX socket
-            raise BundleError("is a socket, not a regular file", file=label) from None
-        raise BundleError(f"cannot be opened ({exc.strerror})", file=label) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
-            raise BundleError(f"is {kind}", file=label)
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refusing to read it", file=label)
-        with os.fdopen(os.dup(fd), "rb") as stream:
-            try:
-                return _read_limited(stream, label), stat.S_IMODE(st.st_mode)
-            except OSError as exc:
-                raise BundleError(f"cannot be read ({exc.strerror})", file=label) from None
-    finally:
-        os.close(fd)
-
-
 def _rootfs(directory: Path, config: dict[str, Any], label: str, required: bool) -> RootfsView:
     # Read before plan() checks the shape, so the shape of root is checked here too.
-    root = config.get("root", {})
-    if not isinstance(root, dict):
-        raise ConfigError("must be an object", file=label, pointer="/root")
-    root_path = root.get("path", "rootfs")
-    if not isinstance(root_path, str) or not root_path or "\0" in root_path:
-        raise ConfigError("must be a non-empty string without NUL", file=label, pointer="/root/path")
-    path = Path(root_path) if os.path.isabs(root_path) else directory / root_path
-    try:
-        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:  # missing, a dangling link, EACCES: not a directory we can use
-        is_dir = False
-    if not is_dir:
-        if not required:
-            return EmptyRootfs()
-        raise BundleError(f"root.path {root_path!r}: {path} is not a directory", file=label, pointer="/root/path")
-    return HostRootfs(path)
+    path = rootfs_dir(str(directory), config, label, required=required)
+    return EmptyRootfs() if path is None else HostRootfs(Path(path))
 
 
 def _bundle_directory(path: str) -> Path:
@@ -127,7 +77,7 @@ def read_config(path: str) -> tuple[str, Any]:
     """Only the JSON of BUNDLE's config (or stdin), unchecked: for the schema check,
     which reports every problem itself."""
     if path == "-":
-        return "-", parse_json(_read_limited(sys.stdin.buffer, "-"), "-")
+        return "-", parse_json(read_limited(sys.stdin.buffer.read, "-"), "-")
     directory = _bundle_directory(path)
     data, _ = read_config_file(directory / CONFIG)
     return str(directory / CONFIG), parse_json(data, str(directory / CONFIG))
@@ -138,7 +88,7 @@ def read_bundle(path: str) -> Bundle:
     bundle is the working directory (podman's precreate contract). The config's shape
     is checked here, where its file is known, after the rootfs look-up."""
     if path == "-":
-        data = _read_limited(sys.stdin.buffer, "-")
+        data = read_limited(sys.stdin.buffer.read, "-")
         config = _object(parse_json(data, "-"), "-")
         rootfs = _rootfs(Path.cwd(), config, "-", required=False)
         check_config(config, "-")

@@ -1,124 +1,21 @@
 """Reading an OCI runtime config and checking the parts of its shape we rely on.
 
-parse_config() is pure (bytes in, dict out); check_config() reports the first field
-the transformer cannot work with, by JSON pointer. The full OCI schema check is
-`oci-systemd validate` (schema.py); this is the subset that keeps the core honest.
+parse_config() is pure (bytes in, dict out), under the JSON rules the copy-up helper
+shares (fsguard.py); check_config() reports the first field the transformer cannot
+work with, by JSON pointer. The full OCI schema check is `oci-systemd validate`
+(schema.py); this is the subset that keeps the core honest.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any
 
 from .errors import ConfigError
+from .fsguard import MAX_CONFIG_BYTES, parse_json  # noqa: F401 (cli.py reads stdin with MAX_CONFIG_BYTES)
 from .pointer import pointer
 
-# Real configs are a few KiB; podman's with many mounts stays far below 1 MiB.
-# A larger file is refused before it is read, so a 200 MB config costs nothing.
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-
 _KNOWN_OCI_VERSION = re.compile(r"^1\.[0-9]+\.[0-9]+(-[0-9A-Za-z.+-]*)?(\+[0-9A-Za-z.-]*)?$")
-
-
-class _Duplicate(dict):
-    """An object that had a key twice (the last value kept), marked so that parse_json
-    can name its JSON pointer once the whole document is decoded."""
-
-    duplicate: str = ""
-
-
-class _NonFinite:
-    """A number too large for a double (1e999): json would decode it as inf, and
-    json.dumps would then write the invalid token Infinity into config.json."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-
-class _Decoding:
-    """Per-document hooks: cheap flags on the fast path, a walk only when one is set."""
-
-    def __init__(self) -> None:
-        self.suspicious = False
-
-    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            self.suspicious = True
-            seen: set[str] = set()
-            marked = _Duplicate(obj)
-            marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            return marked
-        return obj
-
-    def number(self, text: str) -> Any:
-        value = float(text)
-        if value in (math.inf, -math.inf):
-            self.suspicious = True
-            return _NonFinite(text)
-        return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _first_problem(doc: Any) -> tuple[tuple, str] | None:
-    """(tokens, message) of the first value JSON cannot carry through a round trip:
-    a duplicated key, an out-of-range number, a lone UTF-16 surrogate (\\ud800 decodes to
-    a str that cannot be encoded as UTF-8 again)."""
-    stack: list[tuple[tuple, Any]] = [((), doc)]
-    while stack:
-        tokens, value = stack.pop()
-        if isinstance(value, _Duplicate):
-            return tokens + (value.duplicate,), f"duplicate key {value.duplicate!r}"
-        if isinstance(value, _NonFinite):
-            return tokens, f"the number {value.text} is out of range"
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return tokens, "contains a lone UTF-16 surrogate escape, which is not a Unicode character"
-        elif isinstance(value, dict):
-            for key in reversed(list(value)):
-                if _SURROGATE.search(key):
-                    return tokens, f"key {key!r} contains a lone UTF-16 surrogate escape"
-                stack.append((tokens + (key,), value[key]))
-        elif isinstance(value, list):
-            stack.extend((tokens + (i,), item) for i, item in reversed(list(enumerate(value))))
-    return None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def parse_json(data: bytes, file: str) -> Any:
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; refusing to read it", file=file)
-    if data.startswith(b"\xef\xbb\xbf"):
-        raise ConfigError("starts with a UTF-8 byte-order mark, which JSON forbids", file=file)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"is not UTF-8 (byte {exc.start})", file=file) from None
-    if not text.strip():
-        raise ConfigError("is empty", file=file)
-    decoding = _Decoding()
-    try:
-        doc = json.loads(text, object_pairs_hook=decoding.pairs, parse_constant=_no_constant, parse_float=decoding.number)
-    except RecursionError:
-        raise ConfigError("is nested too deeply", file=file) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", file=file) from None
-    except ValueError as exc:
-        raise ConfigError(f"is not valid JSON: {exc}", file=file) from None
-    # A surrogate can only come from a \\uXXXX escape: valid UTF-8 input cannot hold one.
-    if decoding.suspicious or "\\u" in text:
-        problem = _first_problem(doc)
-        if problem is not None:
-            tokens, message = problem
-            raise ConfigError(message, file=file, pointer=pointer(tokens) or "/")
-    return doc
 
 
 def parse_config(data: bytes, file: str) -> dict[str, Any]:

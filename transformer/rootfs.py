@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from .errors import BundleError
+from .fsguard import LIST, TOP, open_beneath
 
 Kind = Literal["missing", "dir", "file", "symlink", "other"]
 
@@ -170,7 +171,8 @@ class DescribedRootfs(RootfsView):
         return tuple(sorted(c[-1] for c in self._entries if len(c) == depth + 1 and c[:depth] == components))
 
 
-_O_PATH = getattr(os, "O_PATH", 0)
+# What a look-up below the rootfs may meet instead of a directory it can enter.
+_NOT_A_DIRECTORY = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENAMETOOLONG)
 
 
 class HostRootfs(RootfsView):
@@ -186,7 +188,7 @@ class HostRootfs(RootfsView):
         self._fds: dict[tuple[str, ...], int | None] = {}
         self._entries: dict[tuple[str, ...], Entry] = {}
         try:
-            self._fds[()] = os.open(root, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._fds[()] = os.open(root, TOP)
         except OSError as exc:
             raise BundleError(f"rootfs is not a readable directory ({exc.strerror})", file=str(root)) from None
 
@@ -206,9 +208,9 @@ class HostRootfs(RootfsView):
         fd = None
         if parent is not None:
             try:
-                fd = os.open(components[-1], _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                fd = open_beneath(parent, components[-1:])
             except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.ENAMETOOLONG):
+                if exc.errno not in _NOT_A_DIRECTORY:
                     raise
         self._fds[components] = fd
         return fd
@@ -220,16 +222,15 @@ class HostRootfs(RootfsView):
         return found
 
     def _names(self, components: tuple[str, ...]) -> tuple[str, ...]:
-        parent = self._dir_fd(components[:-1]) if components else self._fds[()]
+        parent = self._dir_fd(components[:-1])
         if parent is None:
             return ()
         try:
             # O_PATH fds cannot be listed: open this one directory for reading, still
-            # without following a link swapped in for it ("." is the rootfs itself).
-            name = components[-1] if components else "."
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            # without following a link swapped in for it (no name: the rootfs itself).
+            fd = open_beneath(parent, components[-1:], LIST)
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+            if exc.errno in _NOT_A_DIRECTORY:
                 return ()
             raise
         try:

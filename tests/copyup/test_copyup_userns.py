@@ -22,10 +22,10 @@ from tests.harness.userns import HOST_ID as SHIFT
 from tests.harness.userns import shift_owners
 from transformer.copyup.run import own_user_namespace
 from transformer.copyup.engine import Stats
-from transformer.copyup.jsonfast import dumps, loads
 from transformer.copyup.run import own_user_namespace
-from transformer.copyup.userns import IdMap, UserNamespace, run_as_root, user_namespace
+from transformer.copyup.userns import IdMap, UserNamespace, dumps, run_as_root, user_namespace
 from transformer.errors import CopyUpError, StateError
+from transformer.fsguard import decode
 
 # -- the maps --------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def test_dumps_round_trip(value):
     text = dumps(value)
     assert text.isascii()
     expected = list(value) if isinstance(value, tuple) else value
-    assert loads(text) == expected
+    assert decode(text)[0] == expected
     if not (isinstance(value, str) and "\udcff" in value):
         assert json.loads(text) == expected
 
@@ -84,7 +84,7 @@ def test_stats_round_trip():
     s = Stats()
     s.dirs, s.files, s.bytes, s.symlinks, s.hardlinks, s.nodes = 1, 2, 3, 4, 5, 6
     s.kept = ["systemd/system", "lock"]
-    back = Stats.from_dict(loads(dumps(s.as_dict())))
+    back = Stats.from_dict(decode(dumps(s.as_dict()))[0])
     assert back.as_dict() == s.as_dict()
 
 

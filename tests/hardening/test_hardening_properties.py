@@ -427,7 +427,7 @@ def hostile_root(tmp_path_factory) -> tuple[Path, Path]:
 def test_source_resolution_never_leaves_the_image(hostile_root, parts):
     """open_source walks fd-relative with O_NOFOLLOW: it returns an fd inside the image
     or None, or refuses; it never opens the canary outside."""
-    from transformer.copyup.source import open_source
+    from transformer.copyup.bundle_view import open_source
     from transformer.errors import CopyUpError
 
     root, canary = hostile_root

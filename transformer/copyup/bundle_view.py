@@ -1,13 +1,19 @@
-"""What the helper needs from the bundle: config.json, the rootfs, the destinations,
-and whether the bundle's cgroup view fits this host."""
+"""What the helper sees of the bundle: config.json, the rootfs, the destinations to
+copy into and the image's content at each (the source of a copy), and the cgroup
+view config.json gives systemd, with the guard that this host can give it.
+
+Every start needs all of it, so it is one module: each module on that path costs
+start-up of its own (finding, reading and running its file).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-import stat
 
-from transformer.copyup.jsonfast import loads
-from transformer.errors import BundleError, ConfigError, CopyUpError, OptionsError
+from transformer.errors import ConfigError, CopyUpError, OptionsError
+from transformer.fsguard import LIST, MAX_WRITTEN_CONFIG_BYTES, open_beneath, parse_json, read_config_file, rootfs_dir
+
 
 # Used when the hook gets no DEST arguments (an oci-hooks(5) hooks.d file cannot know
 # the bundle's mounts): copy into every tmpfs of config.json mounted on one of these.
@@ -19,8 +25,6 @@ DEFAULT_DESTINATIONS = (
     "/var/lib/systemd",
     "/var/tmp",
 )
-
-MAX_CONFIG_BYTES = 16 << 20
 
 
 def check_destination(dest: str) -> str:
@@ -35,43 +39,62 @@ def check_destination(dest: str) -> str:
 
 
 def load_config(bundle: str) -> dict:
-    """Read and decode <bundle>/config.json."""
+    """<bundle>/config.json, read and decoded under the transformer's own rules."""
     path = os.path.join(bundle, "config.json")
-    try:
-        # O_NONBLOCK: a FIFO named config.json must be refused, not wait for a writer
-        # until the runtime's hook timeout.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise BundleError("is not a regular file", file=path)
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        if not os.path.isdir(bundle):
-            raise BundleError("bundle directory does not exist", file=bundle) from None
-        raise BundleError("no config.json in the bundle", file=path) from None
-    except OSError as e:
-        raise BundleError(f"cannot read: {e.strerror}", file=path) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes", file=path)
-    try:
-        config = loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ConfigError(f"malformed JSON: {e}", file=path) from None
+    data, _ = read_config_file(path, limit=MAX_WRITTEN_CONFIG_BYTES, follow_symlinks=True)
+    config = parse_json(data, path)
     if not isinstance(config, dict):
-        raise ConfigError("must be a JSON object", file=path)
+        raise ConfigError("must be an object", file=path, pointer="/")
     return config
 
 
 def rootfs_of(bundle: str, config: dict) -> str:
-    """realpath(bundle / root.path): the path runc mounts the container's rootfs on."""
-    path = os.path.join(bundle, "config.json")
-    root = config.get("root")
-    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
-        raise ConfigError("must be an object with a non-empty string path", file=path, pointer="/root")
-    rootfs = os.path.realpath(os.path.join(bundle, root["path"]))
-    if not os.path.isdir(rootfs):
-        raise BundleError("root.path is not a directory", file=rootfs)
-    return rootfs
+    """The directory root.path names, as a real path: what the runtime mounts the
+    container's rootfs on, and so what the container's mount table shows."""
+    return os.path.realpath(rootfs_dir(bundle, config, os.path.join(bundle, "config.json")))
+
+
+# -- the image side of a copy: <rootfs>/<dest> in the host's view ----------------------
+
+# Reading the image's directories must not change their atime (root may O_NOATIME).
+_LIST_NOATIME = LIST | (os.O_NOATIME if os.geteuid() == 0 else 0)
+
+
+def components(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def walk(
+    start_fd: int, parts: list[str], *, label: str, missing_ok: bool = False, noatime: bool = False
+) -> int | None:
+    """Open start_fd/parts[0]/.../parts[-1] as a readable directory, never following
+    a symlink. Returns a new fd (caller closes), or None if missing and missing_ok."""
+    try:
+        return open_beneath(start_fd, parts, _LIST_NOATIME if noatime else LIST)
+    except OSError as e:
+        if e.errno == errno.ENOENT and missing_ok:
+            return None
+        raise CopyUpError(f"{label} {e.filename}: {e.strerror}") from None
+
+
+def open_source(rootfs_fd: int, dest: str) -> int | None:
+    """The image's <rootfs>/<dest> as a directory fd, or None if the image has none.
+
+    A symlink anywhere on the way (say /run -> /etc) is refused, not followed: the
+    content the user expects in /run is not there, and following it could read the
+    host. A missing directory means nothing to copy.
+    """
+    return walk(rootfs_fd, components(dest), label="image path", missing_ok=True, noatime=True)
+
+
+def is_empty_dir(fd: int) -> bool:
+    with os.scandir(fd) as it:
+        for _ in it:
+            return False
+    return True
+
+
+# -- destinations and cgroup views in config.json --------------------------------------
 
 
 def _mounts(config: dict):

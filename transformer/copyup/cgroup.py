@@ -46,6 +46,7 @@ from transformer.copyup.mounts import (
 )
 from transformer.copyup.state import read_proc
 from transformer.errors import CopyUpError
+from transformer.fsguard import TOP
 
 # cgroup v2 delegation (Documentation/admin-guide/cgroup-v2.rst, "Delegation"): the
 # directory and these files; the kernel lists them in /sys/kernel/cgroup/delegate.
@@ -167,14 +168,11 @@ def delegate_directory(dir_fd: int, uid: int, gid: int, files: tuple[str, ...] |
     return done
 
 
-_WALK = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-
-
 def _open_cgroup(m: MountInfo, parts: list[str], label: str) -> int:
-    from transformer.copyup.source import walk
+    from transformer.copyup.bundle_view import walk
 
     try:
-        top = os.open(m.mount_point, _WALK)
+        top = os.open(m.mount_point, TOP)
     except OSError as e:
         raise CopyUpError(f"cannot open the host's {label} hierarchy {m.mount_point!r}: {e.strerror}") from None
     try:

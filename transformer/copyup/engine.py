@@ -23,19 +23,18 @@ import os
 import stat
 
 from transformer.errors import CopyUpError
+from transformer.fsguard import LIST, open_beneath
 
 # Deeper image trees are refused rather than truncated. Each level holds two fds.
 MAX_DEPTH = 128
 
 # O_NOATIME (allowed to root and to the owner): copying must not change the image.
 _NOATIME = os.O_NOATIME if os.geteuid() == 0 else 0
-_SRC_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
+_SRC_DIR = LIST | _NOATIME
 # O_NONBLOCK|O_NOCTTY: should an entry change type under us, opening a FIFO must not
 # hang the hook and opening a tty must not make it ours. fstat then checks the type.
 _SRC_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | _NOATIME
-_DST_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DST_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _SENDFILE_MAX = 0x7FFFF000  # Linux caps one sendfile at this many bytes
 
@@ -208,7 +207,7 @@ class _Copier:
                 if dfd is None:
                     return
             else:
-                dfd = os.open(name, _DST_DIR, dir_fd=ddir)
+                dfd = os.open(name, LIST, dir_fd=ddir)
             try:
                 self.fill(sfd, dfd, rel + (name,), depth + 1)
                 self.stats.dropped_xattrs += apply_metadata_fd(sfd, dfd, st)  # after filling: filling changes mtime
@@ -221,7 +220,7 @@ class _Copier:
     def _existing_dir(self, ddir: int, name: str, rel: tuple) -> int | None:
         """An existing target directory we may merge into, or None to leave it alone."""
         try:
-            dfd = os.open(name, _DST_DIR, dir_fd=ddir)
+            dfd = os.open(name, LIST, dir_fd=ddir)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 self.stats.kept.append(_show(rel, name))
@@ -249,17 +248,12 @@ class _Copier:
         first_rel, first_name = first
         # Re-walk from the target root with O_NOFOLLOW: the directories are ours, but
         # the rule stays the same everywhere: no path string is resolved from a root.
-        pfd = os.dup(self.dst_root)
+        pfd = open_beneath(self.dst_root, first_rel)
         try:
-            for part in first_rel:
-                nxt = os.open(part, _WALK, dir_fd=pfd)
-                os.close(pfd)
-                pfd = nxt
-            try:
-                os.link(first_name, name, src_dir_fd=pfd, dst_dir_fd=ddir, follow_symlinks=False)
-            except FileExistsError:
-                self.stats.kept.append(_show(rel, name))
-                return True
+            os.link(first_name, name, src_dir_fd=pfd, dst_dir_fd=ddir, follow_symlinks=False)
+        except FileExistsError:
+            self.stats.kept.append(_show(rel, name))
+            return True
         finally:
             os.close(pfd)
         self.stats.hardlinks += 1

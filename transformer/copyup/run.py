@@ -19,6 +19,7 @@ from transformer.copyup.bundle_view import (
 )
 from transformer.copyup.state import SOURCE, State
 from transformer.errors import BundleError, CopyUpError, StateError
+from transformer.fsguard import TOP
 
 
 def own_user_namespace(pid: int) -> bool:
@@ -67,9 +68,9 @@ def copy_up(state: State, dests: list[str]) -> list[tuple[str, object]]:
     if not dests:
         return []
 
-    from transformer.copyup.source import is_empty_dir, open_source
+    from transformer.copyup.bundle_view import is_empty_dir, open_source
 
-    rootfs_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    rootfs_fd = os.open(rootfs, TOP)
     sources: list[tuple[str, int]] = []
     try:
         for dest in dests:

@@ -7,8 +7,8 @@ states have no ``pid``: they are refused, since there is no container to copy in
 
 from __future__ import annotations
 
-from transformer.copyup.jsonfast import loads
 from transformer.errors import StateError
+from transformer.fsguard import decode, problems
 
 # A state document is a few hundred bytes; a megabyte means something else is on stdin.
 MAX_STATE_BYTES = 1 << 20
@@ -37,53 +37,6 @@ class State:
         return f"State(id={self.id!r}, status={self.status!r}, pid={self.pid}, bundle={self.bundle!r})"
 
 
-class _Twice(dict):
-    """An object of the state that had a key twice (marked for _duplicate_key)."""
-
-    key = ""
-
-
-def _pairs(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen = set()
-        obj = _Twice(obj)
-        obj.key = next(k for k, _ in pairs if k in seen or seen.add(k))
-    return obj
-
-
-def _duplicate_key(text: str) -> str | None:
-    """The JSON pointer of the first key given twice, or None. Two "pid" keys are
-    ambiguous: parsers disagree on which one wins, so the state is refused."""
-    try:
-        import _json
-
-        from transformer.copyup.jsonfast import _Context
-
-        class _Unique(_Context):
-            object_pairs_hook = staticmethod(_pairs)
-
-        doc, _ = _json.make_scanner(_Unique())(text.strip(" \t\n\r"), 0)
-    except (ImportError, AttributeError):  # pragma: no cover - CPython always has _json
-        import json
-
-        doc = json.loads(text, object_pairs_hook=_pairs)
-    stack = [("", doc)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, _Twice):
-            return f"{where}/{_escape(value.key)}"
-        if isinstance(value, dict):
-            stack.extend((f"{where}/{_escape(k)}", v) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((f"{where}/{i}", v) for i, v in enumerate(value))
-    return None
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def _fail(pointer: str, message: str) -> StateError:
     return StateError(message, file=SOURCE, pointer=pointer or None)
 
@@ -106,15 +59,16 @@ def parse_state(data: bytes) -> State:
     if not data.strip():
         raise _fail("", "empty: the runtime must pass the OCI state JSON on stdin")
     try:
-        text = data.decode("utf-8")
-        doc = loads(text)
+        doc, notes = decode(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise _fail("", f"not UTF-8: {e.reason} at byte {e.start}") from None
     except (ValueError, RecursionError) as e:
         raise _fail("", f"malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise _fail("", "must be a JSON object")
-    twice = _duplicate_key(text)
+    # Two "pid" keys are ambiguous: parsers disagree on which one wins. Other values
+    # JSON cannot carry through a round trip are left to the checks of their field.
+    twice = next((where for where, kind, _ in problems(doc, notes) if kind == "duplicate"), None) if notes else None
     if twice is not None:
         raise _fail(twice, "given twice (the state is ambiguous)")
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 
 from transformer.copyup.mounts import TMPFS_MAGIC, fs_magic, mount_id, read_mountinfo
-from transformer.copyup.source import components, walk
+from transformer.copyup.bundle_view import components, walk
 from transformer.errors import CopyUpError, StateError
-
-_WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from transformer.fsguard import TOP
 
 
 def open_target(pid: int, rootfs: str, dest: str, source_fd: int) -> int:
@@ -34,7 +33,7 @@ def open_target(pid: int, rootfs: str, dest: str, source_fd: int) -> int:
     """
     label = f"container {dest}"
     try:
-        proc_root = os.open(f"/proc/{pid}/root", _WALK & ~os.O_NOFOLLOW)
+        proc_root = os.open(f"/proc/{pid}/root", TOP)  # a magic link: followed
     except FileNotFoundError:
         raise StateError(f"pid {pid} is gone: the container's process has exited") from None
     except OSError as e:

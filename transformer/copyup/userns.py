@@ -29,9 +29,9 @@ from __future__ import annotations
 import os
 
 from transformer import errors
-from transformer.copyup.jsonfast import dumps, loads
 from transformer.copyup.state import read_proc
 from transformer.errors import CopyUpError, StateError
+from transformer.fsguard import decode
 
 CLONE_NEWUSER = 0x10000000  # linux/sched.h (os.CLONE_NEWUSER from Python 3.12)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -147,6 +147,53 @@ def _become_root(ns_fd: int, parent: int) -> None:
     os.setresuid(0, 0, 0)
 
 
+def dumps(value) -> str:
+    """Encode None, bools, ints, strings, lists and dicts with string keys as ASCII
+    JSON (the user-namespace child's report: json.encoder would import ``re``)."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # pragma: no cover - CPython always has _json
+        import json
+
+        return json.dumps(value)
+    out: list[str] = []
+
+    def emit(v) -> None:
+        if v is None:
+            out.append("null")
+        elif v is True:
+            out.append("true")
+        elif v is False:
+            out.append("false")
+        elif isinstance(v, int):
+            out.append(int.__repr__(v))
+        elif isinstance(v, str):
+            out.append(quote(v))
+        elif isinstance(v, (list, tuple)):
+            out.append("[")
+            for i, item in enumerate(v):
+                if i:
+                    out.append(",")
+                emit(item)
+            out.append("]")
+        elif isinstance(v, dict):
+            out.append("{")
+            for i, (k, item) in enumerate(v.items()):
+                if not isinstance(k, str):
+                    raise TypeError(f"JSON object keys must be strings, not {type(k).__name__}")
+                if i:
+                    out.append(",")
+                out.append(quote(k))
+                out.append(":")
+                emit(item)
+            out.append("}")
+        else:
+            raise TypeError(f"cannot encode {type(v).__name__} as JSON")
+
+    emit(value)
+    return "".join(out)
+
+
 def _report(e: BaseException) -> dict:
     if isinstance(e, errors.OciSystemdError):
         return {"error": type(e).__name__, "message": e.message, "file": e.file, "pointer": e.pointer}
@@ -197,7 +244,7 @@ def run_as_root(ns: UserNamespace, work):
         _, status = os.waitpid(child, 0)
     raw = b"".join(chunks)
     try:
-        doc = loads(raw.decode("utf-8", "surrogateescape")) if raw else None
+        doc = decode(raw.decode("utf-8", "surrogateescape"))[0] if raw else None
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
