@@ -69,3 +69,12 @@ def test_installed_wheel_plans_from_any_directory(wheel: Path, tmp_path: Path):
         capture_output=True, cwd=tmp_path, env=env, text=True, check=True,
     ).stdout.strip()
     assert where.startswith(str(target)), f"policy loaded from {where}, not from the installed wheel"
+    # The helper, run as its hook is (no site), reads its default DESTs from that policy too.
+    helper = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(target)!r});"
+         "from transformer.copyup.bundle_view import policy_destinations as d, policy_file as f;"
+         "print(f('tmpfs.json')); print(*d())"],
+        capture_output=True, cwd=tmp_path, text=True, check=True,
+    ).stdout.splitlines()
+    assert helper[0] == str(target / "transformer" / "patches" / "tmpfs.json")
+    assert "/run" in helper[1].split()

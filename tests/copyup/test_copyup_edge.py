@@ -8,17 +8,19 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.harness.copyup import state_json, write_config
 from tests.harness.paths import HOOK_MAIN, HOOK_SCRIPT, REPO
-from tests.harness.runner import assert_one_line, copyup, isolated_python
+from tests.harness.runner import assert_one_line, cli, copyup, isolated_python
 from transformer.copyup import main as main_mod
-from transformer.copyup.bundle_view import DEFAULT_DESTINATIONS, check_destination, default_destinations
+from transformer.copyup.bundle_view import check_destination, default_destinations, policy_destinations, policy_file
 from transformer.copyup.main import parse_argv
 from transformer.copyup.state import parse_state
 from transformer.errors import OptionsError, StateError
+from transformer.policy import default_policy_dir
 
 GOOD = {"ociVersion": "1.0.2-dev", "id": "t9", "status": "creating", "pid": 14103, "bundle": "/b"}
 
@@ -98,7 +100,7 @@ def test_argv_rejected(argv, message):
 
 
 def test_check_destination_accepts_plain_paths():
-    for dest in DEFAULT_DESTINATIONS:
+    for dest in policy_destinations():
         assert check_destination(dest) == dest
 
 
@@ -117,6 +119,26 @@ def test_default_destinations_from_config():
     }
     assert default_destinations(config) == ["/run", "/run/lock", "/var/log/journal"]
     assert default_destinations({}) == []
+
+
+def test_defaults_are_what_a_plan_copies_up(tmp_path):
+    """Without DEST, the helper copies into the destinations patches/tmpfs.json copies
+    up into: all that a plan gives the helper (a read-only root gives it the most), in
+    the plan's order. Both read the one policy, so a changed tmpfs.json changes both."""
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    config = json.loads((REPO / "golden" / "runc-spec-init" / "config.json").read_text())
+    config["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(config))
+    result = cli("apply", str(bundle), "--cgroup", "v2", "--hook-path", "/usr/bin/x")
+    assert result.returncode == 0, result.stderr
+    (hook,) = json.loads((bundle / "config.json").read_text())["hooks"]["prestart"]
+    planned = hook["args"][hook["args"].index("--stage") + 2:]
+    assert planned and tuple(planned) == policy_destinations()
+
+
+def test_helper_reads_the_policy_the_transformer_loads():
+    assert Path(policy_file("tmpfs.json")).parent == default_policy_dir()
 
 
 # -- exit codes and one line on stderr (main() in this process; the first case and the
@@ -239,10 +261,11 @@ def test_import_closure_is_stdlib_plus_own_modules():
         assert heavy not in out
 
 
-@pytest.mark.parametrize("dests", [["/run"], []], ids=["dest", "defaults"])
+@pytest.mark.parametrize("dests", [["/run"], []], ids=["dest", "defaults-from-policy"])
 def test_nothing_to_copy_imports_stay_small(tmp_path, dests):
     """Start-up is the cost on every container start: no re/enum (json.decoder), no
-    ctypes, no argparse, no pathlib when there is nothing to copy."""
+    ctypes, no argparse, no pathlib when there is nothing to copy, whether the DESTs
+    are given or read from patches/tmpfs.json."""
     write_config(tmp_path, [{"destination": "/run", "type": "tmpfs"}])
     (tmp_path / "rootfs").mkdir()
     argv, env = isolated_python(

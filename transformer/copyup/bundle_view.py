@@ -11,20 +11,8 @@ from __future__ import annotations
 import errno
 import os
 
-from transformer.errors import ConfigError, CopyUpError, OptionsError
+from transformer.errors import ConfigError, CopyUpError, OptionsError, PolicyError
 from transformer.fsguard import LIST, MAX_WRITTEN_CONFIG_BYTES, open_beneath, parse_json, read_config_file, rootfs_dir
-
-
-# Used when the hook gets no DEST arguments (an oci-hooks(5) hooks.d file cannot know
-# the bundle's mounts): copy into every tmpfs of config.json mounted on one of these.
-DEFAULT_DESTINATIONS = (
-    "/run",
-    "/run/lock",
-    "/tmp",
-    "/var/log/journal",
-    "/var/lib/systemd",
-    "/var/tmp",
-)
 
 
 def check_destination(dest: str) -> str:
@@ -111,18 +99,46 @@ def _mounts(config: dict):
         yield (os.path.normpath(dest) if dest.startswith("/") else dest), mount
 
 
+def policy_file(name: str) -> str:
+    """A built-in policy document, where policy.default_policy_dir() finds it:
+    transformer/patches in an installed wheel (pyproject.toml's package-dir), the
+    checkout's patches/ otherwise. (os.path here: pathlib costs start-up.)"""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for directory in (os.path.join(package, "patches"), os.path.join(os.path.dirname(package), "patches")):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    raise PolicyError("the built-in policy (patches/) is not installed next to the package", file=package)
+
+
+def policy_destinations() -> tuple[str, ...]:
+    """The destinations patches/tmpfs.json mounts a tmpfs on and copies up into, with
+    a read-only root: every destination a plan can give the helper. Read from the
+    policy itself so that the two cannot drift apart, and only when the hook gets no
+    DEST argument (an oci-hooks(5) hooks.d file cannot know the bundle's mounts)."""
+    path = policy_file("tmpfs.json")
+    doc = parse_json(read_config_file(path, follow_symlinks=True)[0], path)
+    return tuple(
+        mount["destination"]
+        for section in ("mounts", "readonlyRoot")
+        for mount in doc.get(section, ())
+        if mount.get("copyUp")
+    )
+
+
 def default_destinations(config: dict) -> list[str]:
-    """tmpfs mounts of config.json on a DEFAULT_DESTINATIONS path, in mount order.
+    """tmpfs mounts of config.json on a policy_destinations() path, in mount order.
 
     Mounts that carry runc's own ``tmpcopyup`` option are left alone: the runtime has
     already copied into them, and two copies into one tmpfs would collide.
     """
+    defaults = policy_destinations()
     found: list[str] = []
     for dest, mount in _mounts(config):
         if mount.get("type") != "tmpfs":
             continue
         options = mount.get("options") or []
-        if dest in DEFAULT_DESTINATIONS and "tmpcopyup" not in options and dest not in found:
+        if dest in defaults and "tmpcopyup" not in options and dest not in found:
             found.append(dest)
     return found
 

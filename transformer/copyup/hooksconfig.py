@@ -3,7 +3,8 @@
 Put the document in a hooks.d directory (/etc/containers/oci/hooks.d/ or
 /usr/share/containers/oci/hooks.d/, or podman --hooks-dir DIR). The hook then gets no
 DEST arguments: a hooks.d file cannot know the bundle's mounts, so the helper copies
-into every tmpfs of config.json on its default list (bundle_view.DEFAULT_DESTINATIONS).
+into every tmpfs of config.json on a destination of patches/tmpfs.json
+(bundle_view.policy_destinations).
 """
 
 from __future__ import annotations
