@@ -51,6 +51,7 @@ REFUSED = {
     "root not an object": b'{"root": 5}',
     "root.path not a string": b'{"root": {"path": 7}}',
     "root.path empty": b'{"root": {"path": ""}}',
+    "root.path missing": b'{"root": {"readonly": true}}',
     "rootfs missing": b'{"root": {"path": "elsewhere"}}',
 }
 

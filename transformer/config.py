@@ -65,7 +65,10 @@ def check_config(config: Any, file: str | None) -> None:
 
     root = c.optional(config, "root", (), dict, "an object")
     if root is not None:
-        c.optional(root, "path", ("root",), str, "a string")
+        # REQUIRED on Linux (runtime-spec config.md, "Root"): it names the rootfs.
+        if "path" not in root:
+            c.fail(("root", "path"), "is required")
+        c.kind(root["path"], ("root", "path"), str, "a string")
         c.optional(root, "readonly", ("root",), bool, "true or false")
 
     process = c.optional(config, "process", (), dict, "an object")

@@ -233,12 +233,17 @@ def parse_json(data: bytes, file: str):
 def rootfs_dir(bundle: str, config: dict, file: str, *, required: bool = True) -> str | None:
     """The directory root.path names: relative to the bundle directory unless absolute,
     links followed as the runtime follows them. None when it is not a directory and
-    not required (a config on stdin, planned without its image). Without a root.path,
-    where `runc spec` puts it: <bundle>/rootfs."""
-    root = config.get("root", {})
+    not required (a config on stdin, planned without its image).
+
+    root.path is REQUIRED (runtime-spec config.md, "Root"). A config without any root
+    is looked for where `runc spec` puts it, <bundle>/rootfs, so that plan() can report
+    the first thing wrong with its shape."""
+    root = config.get("root", {"path": "rootfs"})
     if not isinstance(root, dict):
         raise ConfigError("must be an object", file=file, pointer="/root")
-    root_path = root.get("path", "rootfs")
+    if "path" not in root:
+        raise ConfigError("is required", file=file, pointer="/root/path")
+    root_path = root["path"]
     if not isinstance(root_path, str) or not root_path or "\0" in root_path:
         raise ConfigError("must be a non-empty string without NUL", file=file, pointer="/root/path")
     path = os.path.join(bundle, root_path)
