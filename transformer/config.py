@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from .errors import ConfigError
-from .fsguard import MAX_CONFIG_BYTES, parse_json  # noqa: F401 (cli.py reads stdin with MAX_CONFIG_BYTES)
+from .fsguard import parse_json
 from .pointer import pointer
 
 _KNOWN_OCI_VERSION = re.compile(r"^1\.[0-9]+\.[0-9]+(-[0-9A-Za-z.+-]*)?(\+[0-9A-Za-z.-]*)?$")
