@@ -25,6 +25,9 @@ CONCERN_V2 = "cgroup-v2"
 
 
 class CgroupV1Policy(NamedTuple):
+    """cgroup-v1.json: the read-only controllers, the writable name=systemd directory of
+    the container's own, and the newest systemd that still runs on v1."""
+
     why: str
     mountpoint: AbsolutePath
     cgroup_mount_options: tuple[str, ...]
