@@ -393,6 +393,38 @@ class RuncContainer:
                 parts.append(f"--- {title}: timed out")
         return "\n".join(parts)
 
+    def stop_report(self) -> str:
+        """What a container that does not stop is still doing: its processes as the host
+        sees them (every process in PID 1's pid namespace, with its state), and systemd's
+        jobs if it still answers.  A stop timeout says nothing without it."""
+        pid = self.pid()
+        if not pid:
+            return "(no PID 1 left)"
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/pid")
+        except OSError as e:
+            return f"(cannot read PID 1's pid namespace: {e})"
+        rows = []
+        for entry in sorted(Path("/proc").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(entry / "ns/pid") != ns:
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                cmdline = cmdline or f"[{(entry / 'comm').read_text().strip()}]"  # a zombie or a kernel thread
+            except OSError:
+                continue  # gone meanwhile
+            rows.append(f"{entry.name:>8} {fields[0]} {cmdline}")
+        parts = ["--- its processes (host pid, state, command line)", *rows]
+        try:
+            p = self.exec("systemctl", "list-jobs", "--no-pager", timeout=20)
+            parts.append(f"--- systemctl list-jobs (rc={p.returncode})\n{p.stdout}{p.stderr}")
+        except subprocess.TimeoutExpired:
+            parts.append("--- systemctl list-jobs: timed out")
+        return "\n".join(parts)
+
     def kill(self, signal: int | str = 37, timeout: float = 10) -> float:
         """Send ``signal`` (37 = SIGRTMIN+3; runc 1.1.5 rejects the name) and wait until
         runc reports the container stopped.  Returns seconds taken; raises on timeout.
@@ -402,7 +434,8 @@ class RuncContainer:
         self._run("kill", self.id, str(signal), cgroup_view=False)
         while self.status() not in ("stopped", None):
             if time.monotonic() - t0 > timeout:
-                raise RuncError(f"{self.id} still {self.status()!r} {timeout}s after signal {signal}")
+                raise RuncError(f"{self.id} still {self.status()!r} {timeout}s after signal {signal}\n"
+                                + self.stop_report())
             time.sleep(0.05)
         self.stop_seconds = time.monotonic() - t0
         return self.stop_seconds
