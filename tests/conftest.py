@@ -16,3 +16,13 @@ def pytest_addoption(parser):
         default=False,
         help="rewrite golden/ expected files from a fresh plan, then skip those tests",
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.harness.figures import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("oci-systemd e2e boot figures")
+        for line in lines:
+            terminalreporter.write_line(line)

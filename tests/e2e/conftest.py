@@ -1,6 +1,7 @@
 """Session fixtures of the end-to-end suite: the unpacked images (per release, minimal or
 with services, and their ownership-shifted copies; shared, never modified, kept between
-sessions), the copy-up hook wrapper, and a table of boot figures printed at the end."""
+sessions) and the copy-up hook wrapper.  The boot figures the cells gather are printed
+by tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import threading
 import pytest
 
 from tests.harness import bundles, rootfs_cache, runc_harness
-from tests.harness.figures import BOOT_FIGURES
 from tests.harness.skips import require_root, skip_or_fail
 
 
@@ -61,19 +61,3 @@ def hook_path(tmp_path_factory):
     """An absolute executable running this checkout's oci-systemd-copyup."""
     return bundles.write_hook_wrapper(tmp_path_factory.mktemp("hook") / "oci-systemd-copyup")
 
-
-def pytest_terminal_summary(terminalreporter):
-    if not BOOT_FIGURES:
-        return
-    tr = terminalreporter
-    tr.section("oci-systemd e2e boot figures")
-    tr.write_line(f"{'case':58} {'boot 1':>8} {'stop':>6} {'boot 2':>8} {'stop':>6}")
-    for f in BOOT_FIGURES:
-        cells = [f"{f[k]:.2f}s" if isinstance(f.get(k), float) else "-" for k in ("boot1", "stop1", "boot2", "stop2")]
-        tr.write_line(f"{f['case']:58} {cells[0]:>8} {cells[1]:>6} {cells[2]:>8} {cells[3]:>6}")
-    # checks.unit_verdict: enabled units that passed without being active, and why
-    accepted = [(f["case"], unit, why) for f in BOOT_FIGURES for unit, why in sorted((f.get("accepted") or {}).items())]
-    if accepted:
-        tr.write_line("enabled units accepted while inactive:")
-        for case, unit, why in accepted:
-            tr.write_line(f"  {case}: {unit}: {why}")

@@ -52,16 +52,22 @@ TIMEOUT_SCALE = {"tcg": 8, "kvm": 2}
 INSIDE = """\
 # oci-systemd: run by the test guest's runner unit (guest_image._RUNNER); output -> out/inside.log
 set -u
-# what the guest's own boot cost before this script (its boot ends only when the script does)
-echo "the guest's uptime when its runner started: $(cut -d' ' -f1 /proc/uptime) s" >/mnt/share/out/guest-boot.txt
+# the guest's uptime at each phase's end, for the host's figures (its boot ends only when
+# this script does): the guest's own boot, installing the wheel, the tests
+phase() {{ echo "$1 $(cut -d' ' -f1 /proc/uptime)" >>/mnt/share/out/phases.txt; }}
+phase boot
 mkdir -p /images
 mount -o ro /dev/vdb /images || {{ echo "inside: cannot mount the images disk /dev/vdb"; exit 90; }}
 {venv}/bin/pip install --quiet --no-compile --no-index --no-deps /mnt/share/wheels/*.whl || {{ echo "inside: pip install failed"; exit 91; }}
 mkdir -p /root/work && cp -a /mnt/share/src/. /root/work/ && cd /root/work || exit 92
+phase install
 export PATH={venv}/bin:$PATH OCI_SYSTEMD_NO_SKIP=1 OCI_SYSTEMD_GUEST_KIND={kind} \\
     OCI_SYSTEMD_IMAGE_TREES=/images OCI_SYSTEMD_TIMEOUT_SCALE={scale} \
     OCI_SYSTEMD_GUEST_FIGURES=/mnt/share/out/figures.json OCI_SYSTEMD_GUEST_WORKERS={cpus}
-exec python -m pytest -q -ra -p no:cacheprovider --junitxml=/mnt/share/out/junit.xml {select}{tests}
+python -m pytest -q -ra -p no:cacheprovider --junitxml=/mnt/share/out/junit.xml {select}{tests}
+rc=$?
+phase tests
+exit $rc
 """
 
 
@@ -87,6 +93,30 @@ def populate_share(share: Path, wheel: Path, kind: str, accel: str) -> None:
         venv=guest_image.VENV, kind=kind, scale=TIMEOUT_SCALE[accel], cpus=CPUS[kind], tests=" ".join(GUEST_TESTS[kind]),
         select=f"-k {shlex.quote(SELECT)} " if SELECT else ""))
     (share / "out").mkdir()
+
+
+PHASES = {"boot": "its own boot, until the runner", "install": "installing the wheel",
+          "tests": "the tests inside"}
+
+
+def guest_phases(path: Path, total: float) -> dict[str, float]:
+    """What each phase of a guest run took, from the guest's uptime at each phase's end
+    (INSIDE writes them), and the power-off: the rest of qemu's run.  A phase the guest
+    did not reach is missing."""
+    ends = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            name, _, uptime = line.partition(" ")
+            if name in PHASES:
+                ends[name] = float(uptime)
+    phases, before = {}, 0.0
+    for name, what in PHASES.items():
+        if name not in ends:
+            break
+        phases[what], before = ends[name] - before, ends[name]
+    else:
+        phases["power-off"] = max(0.0, total - before)
+    return phases
 
 
 def junit_counts(path: Path) -> dict[str, int]:
@@ -120,14 +150,24 @@ def test_guest_host(guests, kind):
     figures = share / "out/figures.json"
     if figures.is_file():
         BOOT_FIGURES.extend(json.loads(figures.read_text()))
-    boot = share / "out/guest-boot.txt"
-    boot_text = boot.read_text() if boot.is_file() else ""
-    if boot_text.rstrip().endswith(" s"):
-        BOOT_FIGURES.append({"case": f"guest {kind} host: its own boot, until the runner",
-                             "boot1": float(boot_text.split()[-2])})
-    report = f"--- inside ({kind} guest, {run.accel}, {run.seconds:.0f} s)\n{run.output}\n{boot_text}" + \
+    phases = guest_phases(share / "out/phases.txt", run.seconds)
+    BOOT_FIGURES.extend({"case": f"guest {kind} host: {what}", "boot1": seconds} for what, seconds in phases.items())
+    phase_text = ", ".join(f"{what} {seconds:.0f} s" for what, seconds in phases.items())
+    report = f"--- inside ({kind} guest, {run.accel}, {run.seconds:.0f} s: {phase_text})\n{run.output}\n" + \
         "--- console (last 60 lines)\n" + "\n".join(run.console.splitlines()[-60:])
     assert run.returncode == 0, f"the {kind} guest's tests failed (rc={run.returncode})\n{report}"
     counts = junit_counts(share / "out/junit.xml")
     assert counts["tests"] > 0 and counts["skipped"] == 0 and counts["failures"] == counts["errors"] == 0, \
         f"{counts}\n{report}"
+
+
+def test_guest_phases_split_the_run(tmp_path):
+    """The figures' phases come from the guest's uptimes; one it did not reach is left out,
+    and so is the power-off, which only a finished run has."""
+    phases = tmp_path / "phases.txt"
+    phases.write_text("boot 40.5\ninstall 60.5\ntests 200.0\n")
+    assert guest_phases(phases, 210.0) == {PHASES["boot"]: 40.5, PHASES["install"]: 20.0,
+                                           PHASES["tests"]: 139.5, "power-off": 10.0}
+    phases.write_text("boot 40.5\n")
+    assert guest_phases(phases, 999.0) == {PHASES["boot"]: 40.5}
+    assert guest_phases(tmp_path / "missing.txt", 999.0) == {}
