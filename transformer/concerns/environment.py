@@ -47,14 +47,25 @@ def env_value(env: list[str], name: str) -> str | None:
     return None
 
 
+def add_var(draft: Draft, name: str, value: str, concern: str, why: str) -> None:
+    """Append NAME=VALUE to process.env, making the list (and process) when missing."""
+    if draft.get("process", "env") is None:
+        draft.ensure_object(("process",), concern, "the config has no process section")
+        draft.add(("process", "env"), [], concern, "the config has no process.env")
+    draft.add(("process", "env", "-"), f"{name}={value}", concern, why)
+
+
+def set_unless_set(draft: Draft, name: str, value: str, concern: str, why: str) -> str:
+    """NAME=VALUE added unless the config sets NAME already (kept, and said so); the
+    value PID 1 will see."""
+    existing = env_value(draft.get("process", "env") or [], name)
+    if existing is not None:
+        draft.note("kept", concern, f"{name}={existing} kept (the config already sets {name}=)")
+        return existing
+    add_var(draft, name, value, concern, why)
+    return value
+
+
 def contribute(draft: Draft, ctx: Context) -> None:
     for var in ctx.options.policy.environment.set:
-        env = draft.get("process", "env")
-        existing = env_value(env or [], var.name)
-        if existing is not None:
-            draft.note("kept", CONCERN, f"{var.name}={existing} kept (the config already sets {var.name}=)")
-            continue
-        if env is None:
-            draft.ensure_object(("process",), CONCERN, "the config has no process section")
-            draft.add(("process", "env"), [], CONCERN, "the config has no process.env")
-        draft.add(("process", "env", "-"), f"{var.name}={var.value}", CONCERN, var.why)
+        set_unless_set(draft, var.name, var.value, CONCERN, var.why)

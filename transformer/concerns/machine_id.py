@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import mounts
 from ..draft import Draft
 from .context import Context
-from .environment import env_value
+from .environment import add_var, env_value
 
 if TYPE_CHECKING:
     from ..options import Options
@@ -105,10 +105,7 @@ def contribute(draft: Draft, ctx: Context) -> None:
         else:
             draft.note("kept", CONCERN, f"{policy.env} is already set")
     else:
-        if env is None:
-            draft.ensure_object(("process",), CONCERN, "the config has no process section")
-            draft.add(("process", "env"), [], CONCERN, "the config has no process.env")
-        draft.add(("process", "env", "-"), f"{policy.env}={ctx.machine_id}", CONCERN, policy.env_why)
+        add_var(draft, policy.env, ctx.machine_id, CONCERN, policy.env_why)
 
     _mask_commit_units(draft, ctx)
 
