@@ -71,6 +71,11 @@ TRANSFORM = options(
     click.option("--journal", type=click.Choice(["tmpfs", "host"]), default="tmpfs", show_default=True,
                  help="tmpfs: the journal dies with the container; host: bind /var/log/journal/<machine-id> "
                       "of the host (see `oci-systemd journal prune`)."),
+    click.option("--host-os-release", "host_os_release", metavar="FILE|none",
+                 help="The os-release whose ID fields become $container_host_* (default: this machine's "
+                      "/etc/os-release, else /usr/lib/os-release); name the file of the host that will run the "
+                      "bundle when preparing it elsewhere, or 'none'. /run/host/os-release is always the running "
+                      "host's."),
 )
 
 # plan, apply and review take BUNDLE... and run them through the batch runner.

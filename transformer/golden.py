@@ -26,7 +26,8 @@ EXPECTED = ("expected.patch.json", "expected.config.json", "review.txt")
 ERRORS = "errors.txt"
 DEFAULT_HOOK_PATH = "/usr/local/bin/oci-systemd-copyup"
 
-_OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force", "journal"}
+_OPTION_KEYS = {"cgroup", "copyUp", "containerId", "hookPath", "tmpfsSize", "capabilities", "force", "journal",
+                "hostOsRelease"}
 
 
 class Mismatch(NamedTuple):
@@ -73,6 +74,9 @@ def case_options(case: Path, policy: Policy) -> Options:
     if not isinstance(raw, dict) or set(raw) - _OPTION_KEYS:
         raise ConfigError(f"must be an object with keys among {sorted(_OPTION_KEYS)}", file=str(path))
     caps = raw.get("capabilities")
+    host = raw.get("hostOsRelease") or {}
+    if not isinstance(host, dict) or not all(isinstance(v, str) for v in host.values()):
+        raise ConfigError("hostOsRelease must be an object of os-release fields (KEY: value)", file=str(path))
     return Options(
         policy=policy,
         container_id=raw.get("containerId", case.name),
@@ -83,6 +87,8 @@ def case_options(case: Path, policy: Policy) -> Options:
         capabilities=tuple(caps) if caps is not None else None,
         force=bool(raw.get("force", False)),
         journal=raw.get("journal", "tmpfs"),
+        # KEY -> value, as an os-release holds them: a case's host is fixed, not this machine's
+        host_os_release=tuple(host.items()),
     )
 
 

@@ -27,13 +27,13 @@ Status = Literal["changed", "unchanged", "skipped", "failed"]
 
 def call_options(*, policy_dir: Path | None, cgroup: str, copy_up: str, hook_path: str | None,
                  container_id: str | None, tmpfs_size: str | None, capabilities: str | None, force: bool,
-                 runtime: str, journal: str) -> Options:
+                 runtime: str, journal: str, host_os_release: str | None = None) -> Options:
     """Edge: the Options every bundle of one call shares, from the command line's values,
     with the policy loaded and the host probed once. Without a container ID the one
     here is a placeholder: Job.options_for gives each bundle its own."""
     from .options import normalise_capability
     from .policy import load_policy
-    from .probe import cgroup_host, copyup_hook_command, runtime_mount_options
+    from .probe import cgroup_host, copyup_hook_command, os_release_fields, runtime_mount_options
 
     policy = load_policy(policy_dir)
     host = cgroup if cgroup != "auto" else cgroup_host()
@@ -59,6 +59,7 @@ def call_options(*, policy_dir: Path | None, cgroup: str, copy_up: str, hook_pat
         capabilities=caps,
         force=force,
         journal=journal,
+        host_os_release=os_release_fields(host_os_release),
     )
 
 

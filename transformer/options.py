@@ -54,6 +54,9 @@ class Options:
     # stays relocatable and the patch host-independent. An absolute one is used as it
     # is, for a caller that does not know the bundle directory (podman's precreate hook).
     side_dir: str | None = None
+    # The os-release fields of the host the container will run on, as the edge read them
+    # (run_host.parse_os_release): the source of $container_host_*.  Empty: none set.
+    host_os_release: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Validate when configured, so applying only applies (the kustomize lesson).

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .concerns.environment import EnvironmentPolicy
     from .concerns.journal import JournalPolicy
     from .concerns.machine_id import MachineIdPolicy
+    from .concerns.run_host import RunHostPolicy
     from .concerns.tmpfs import TmpfsPolicy
 
 # The names of the documents (patches/<name>.json), in the order they are read: the
@@ -210,6 +211,7 @@ class Policy(NamedTuple):
     journal: JournalPolicy
     capabilities: CapabilitiesPolicy
     environment: EnvironmentPolicy
+    run_host: RunHostPolicy
     annotations: AnnotationsPolicy
     copy_up: CopyUpPolicy
 

@@ -40,6 +40,30 @@ def cgroup_host(mountinfo: str = "/proc/self/mountinfo") -> str:
     return "hybrid" if unified_below else "legacy"
 
 
+# os-release(5): /etc/os-release, and /usr/lib/os-release where that is missing
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+
+
+def os_release_fields(path: str | None) -> tuple[tuple[str, str], ...]:
+    """The fields of the host's os-release (--host-os-release: a FILE, 'none', or None for
+    this machine's). A file named by the user must be readable; this machine's may be
+    missing (no fields then), as it is in some minimal build containers."""
+    from .concerns.run_host import parse_os_release
+
+    if path == "none":
+        return ()
+    for candidate in (path,) if path is not None else OS_RELEASE:
+        try:
+            with open(candidate, "rb") as f:
+                data = f.read(64 * 1024)  # os-release is a few hundred bytes: bound what a wrong path costs
+        except OSError as exc:
+            if path is not None:
+                raise OptionsError(f"--host-os-release {path}: cannot read it ({exc.strerror})") from None
+            continue
+        return parse_os_release(data.decode("utf-8", "replace"))
+    return ()
+
+
 def copyup_hook_command(script: str) -> tuple[str, ...] | None:
     """How a runtime should run the installed helper: this interpreter, isolated and
     without site (-I -S), on the helper's hook.py. That skips the console-script

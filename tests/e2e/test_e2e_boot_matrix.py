@@ -105,6 +105,7 @@ def run_case(case: Case, images, workdir: Path) -> dict:
                 figures[f"boot{boot}"] = c.boot_seconds
                 checks.check_machine_id(c, machine_id, image_id[0].decode().strip())
                 if boot == 1:
+                    checks.check_container_interface(c)
                     checks.check_mounts(c, readonly=readonly)
                     checks.check_run_copy_up(c, image, copy_up)
                     checks.check_cgroups(c, VIEW[cgroup], cgroups_path)

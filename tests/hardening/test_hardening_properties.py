@@ -206,8 +206,11 @@ def test_result_grants_nothing_beyond_the_policy(config, opts):
             source = mount.get("source", "")
             ok = (source in sides  # our machine-id file or masked unit, relative to the bundle
                   or (view == "v1" and source.startswith(v1_dir + "/") and dest == v1_dir)
-                  or (opts["journal"] == "host" and source.startswith(POLICY.journal.host_directory.rstrip("/") + "/")))
+                  or (opts["journal"] == "host" and source.startswith(POLICY.journal.host_directory.rstrip("/") + "/"))
+                  or (source, dest) == (POLICY.run_host.os_release_source, POLICY.run_host.directory + "/os-release"))
             assert ok, f"bind of a host path the policy does not state: {mount}"
+            if source == POLICY.run_host.os_release_source:
+                assert not _writable(mount), mount  # the host's own os-release, read-only
             if source in sides:
                 assert not _writable(mount), mount
         if dest == "/sys/fs/cgroup" or dest.startswith("/sys/fs/cgroup/"):

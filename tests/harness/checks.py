@@ -90,6 +90,29 @@ def check_machine_id(c: runc_harness.RuncContainer, expected: str, image_id: str
     assert b"container=oci" in env, env
 
 
+def check_container_interface(c: runc_harness.RuncContainer) -> None:
+    """systemd's container interface as the payload sees it: /run/host/container-manager
+    and /run/host/container-uuid repeat PID 1's $container and $container_uuid, read-only;
+    /run/host/os-release is this host's; $container_host_id and _version_id are this
+    host's (the CLI ran here); systemd-detect-virt --container names a container."""
+    from transformer.concerns.run_host import parse_os_release
+
+    env = dict(e.decode().split("=", 1) for e in Path(f"/proc/{c.pid()}/environ").read_bytes().split(b"\0") if b"=" in e)
+    for name, var in (("container-manager", "container"), ("container-uuid", "container_uuid")):
+        got = c.exec("cat", f"/run/host/{name}").stdout
+        assert got == env[var] + "\n", f"/run/host/{name} is {got!r}, PID 1 has {var}={env.get(var)!r}"
+    host = Path("/etc/os-release").read_text()
+    assert c.exec("cat", "/run/host/os-release").stdout == host, "/run/host/os-release is not this host's"
+    p = c.exec("sh", "-c", "echo x >/run/host/os-release || echo x >/run/host/container-manager")
+    assert p.returncode != 0, "/run/host files are writable inside"
+    fields = dict(parse_os_release(host))
+    for key in ("ID", "VERSION_ID"):
+        var = f"container_host_{key.lower()}"
+        assert env.get(var) == fields.get(key), f"PID 1 has {var}={env.get(var)!r}, this host's {key} is {fields.get(key)!r}"
+    p = c.exec("systemd-detect-virt", "--container")
+    assert p.returncode == 0 and p.stdout.strip() not in ("", "none"), f"systemd-detect-virt: {p.stdout}{p.stderr}"
+
+
 def check_mounts(c: runc_harness.RuncContainer, *, readonly: bool) -> None:
     p = c.exec("cat", "/proc/self/mountinfo")
     assert p.returncode == 0, p.stderr
@@ -212,6 +235,7 @@ def check_workload(c: runc_harness.RuncContainer, image: bundles.Image, bundle: 
     delegated to the mapped root), and for a services image every enabled unit active,
     postgres and sshd answering.  Returns figures for the summary ("accepted" units)."""
     check_machine_id(c, machine_id, image_id)
+    check_container_interface(c)
     check_mounts(c, readonly=False)
     check_run_copy_up(c, image, copy_up)
     check_cgroups(c, view, cgroups_path)

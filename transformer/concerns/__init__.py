@@ -17,13 +17,15 @@ know which documents to load, and policy.py must not import the planner.
 # in this package, and `from . import annotations` would then not load the concern.
 from typing import Any, Callable
 
-from . import annotations, capabilities, cgroups, copy_up, detection, environment, journal, machine_id, tmpfs
+from . import (annotations, capabilities, cgroups, copy_up, detection, environment, journal, machine_id, run_host,
+               tmpfs)
 
 # The order plan() runs them in, which is the order of the ops in every patch. The
 # later ones build on the earlier: the machine-id mask and the seccomp generator go
-# into the /run tmpfs, the host journal inside the /var/log/journal tmpfs, and copy-up
-# fills the tmpfs mounts that were added.
-CONCERNS = (tmpfs, cgroups, machine_id, journal, capabilities, environment, annotations, copy_up)
+# into the /run tmpfs, the host journal inside the /var/log/journal tmpfs, /run/host
+# repeats the environment that machine-id and environment settled, and copy-up fills
+# the tmpfs mounts that were added.
+CONCERNS = (tmpfs, cgroups, machine_id, journal, capabilities, environment, run_host, annotations, copy_up)
 
 # Every policy document, name -> parser, in the order they are read.
 PARSERS: dict[str, Callable[[Any], Any]] = {
