@@ -27,7 +27,7 @@ test-guests: venv
 	$(BIN)/python -m pytest -q -ra tests/guests $(PYTEST_ARGS)
 
 ## make bench: cost ratios measured side by side in one run (the runc ones need root)
-BENCHES := plan copyup boot batch load services
+BENCHES := plan copyup boot batch load services ready
 bench: venv
 	@for b in $(BENCHES); do \
 	  if [ -f bench/bench_$$b.py ]; then echo "== bench/bench_$$b.py"; $(BIN)/python bench/bench_$$b.py || exit 1; fi; \
