@@ -16,6 +16,8 @@ path (inside a test guest, the copy of tests/ is run the same way).
 - ``mounts``: tmpfs mounts of our own, and processes holding a container's mounts;
 - ``userns``: id maps and ownership-shifted trees;
 - ``runc_harness``, ``runc_monitor``: real runc containers (the one container class);
+- ``notify``: a host-side sd_notify listener, and a container that runc starts with
+  NOTIFY_SOCKET (readiness, and when SIGRTMIN+3 may be sent);
 - ``rootfs_cache``: debootstrapped Debian trees, cached as tarballs;
 - ``checks``, ``host_state``, ``parallel``, ``figures``: the e2e suite's checks, host
   snapshots, cell pools and boot figures (the test guests use them too);
