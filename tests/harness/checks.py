@@ -94,7 +94,8 @@ def check_container_interface(c: runc_harness.RuncContainer) -> None:
     """systemd's container interface as the payload sees it: /run/host/container-manager
     and /run/host/container-uuid repeat PID 1's $container and $container_uuid, read-only;
     /run/host/os-release is this host's; $container_host_id and _version_id are this
-    host's (the CLI ran here); systemd-detect-virt --container names a container."""
+    host's (the CLI ran here); systemd-detect-virt --container names a container; /sys
+    and /proc/sys are read-only."""
     from transformer.concerns.run_host import parse_os_release
 
     env = dict(e.decode().split("=", 1) for e in Path(f"/proc/{c.pid()}/environ").read_bytes().split(b"\0") if b"=" in e)
@@ -111,6 +112,10 @@ def check_container_interface(c: runc_harness.RuncContainer) -> None:
         assert env.get(var) == fields.get(key), f"PID 1 has {var}={env.get(var)!r}, this host's {key} is {fields.get(key)!r}"
     p = c.exec("systemd-detect-virt", "--container")
     assert p.returncode == 0 and p.stdout.strip() not in ("", "none"), f"systemd-detect-virt: {p.stdout}{p.stderr}"
+    # /sys and /proc/sys read-only: what systemd takes as "no device management here"
+    mounts = bundles.mountinfo_fstypes(c.exec("cat", "/proc/self/mountinfo").stdout)
+    for path in ("/sys", "/proc/sys"):
+        assert "ro" in mounts.get(path, ("(not a mount point)", set()))[1], f"{path} inside: {mounts.get(path)}"
 
 
 def check_mounts(c: runc_harness.RuncContainer, *, readonly: bool) -> None:
