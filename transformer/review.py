@@ -71,6 +71,16 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
                         {"kind": kind, "pointer": member_at, "old": None, "new": member, "concern": concern, "why": why}
                     )
                 continue
+            if kind == "changed" and at not in replaced and _paired_scalars(level):
+                # Ignoring order, deepdiff pairs a removed list item with an added one
+                # ("CAP_AUDIT_WRITE" -> "CAP_SYS_CHROOT"); no op changed that place, one
+                # op removed the old value and another added the new one: say both.
+                old_at = pointer(level.path(output_format="list"))
+                for kind_, place, old, new in (("removed", old_at, level.t1, None), ("added", at, None, level.t2)):
+                    concern, why = _explain(plan, place)
+                    changes.append({"kind": kind_, "pointer": place, "old": old, "new": new,
+                                    "concern": concern, "why": why})
+                continue
             concern, why = _explain(plan, at)
             old = level.t1
             new = None if kind == "removed" else level.t2
@@ -103,6 +113,13 @@ def review_data(before: dict[str, Any], plan: Plan, label: str) -> dict[str, Any
             for s in plan.side_files
         ],
     }
+
+
+def _paired_scalars(level) -> bool:
+    """Two scalars of a list that deepdiff paired only because order is ignored."""
+    parent = level.up
+    return (parent is not None and isinstance(parent.t1, list) and isinstance(parent.t2, list)
+            and not isinstance(level.t1, (dict, list)) and not isinstance(level.t2, (dict, list)))
 
 
 def _new_place(level) -> str | None:
