@@ -52,7 +52,7 @@ def test_one_bundle_says_its_warnings(tmp_path, capfdbinary, monkeypatch):
     assert err.splitlines() == [
         label + USERNS_NOTE + " before systemd starts",
         label + UUID_WARNING,
-        label + "applied 60 changes",
+        label + "applied 64 changes",
     ], err
 
 

@@ -34,7 +34,8 @@ def test_policy_has_one_field_per_document_in_reading_order():
 @pytest.mark.parametrize(
     "name,mutate,pointer",
     [
-        ("capabilities", lambda d: d["capabilities"].append("CAP_SYS_ADMIN"), "/capabilities/14"),
+        ("capabilities", lambda d: d["capabilities"].append("CAP_SYS_ADMIN"), "/capabilities/13"),
+        ("capabilities", lambda d: d["capabilities"].append("CAP_AUDIT_WRITE"), "/capabilities/13"),
         ("capabilities", lambda d: d["capabilities"].__setitem__(0, "chown"), "/capabilities/0"),
         ("capabilities", lambda d: d["sets"].append("bogus"), "/sets/3"),
         ("tmpfs", lambda d: d["mounts"][0].__setitem__("destination", "run"), "/mounts/0/destination"),

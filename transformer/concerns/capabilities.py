@@ -46,6 +46,10 @@ class CapabilitiesPolicy(NamedTuple):
     user_namespace: tuple[str, ...]
     user_namespace_why: str
     seccomp_generator: SeccompGenerator
+    # withheld.capabilities: removed from every set of the config (unless --capabilities
+    # names them), and withheld.why
+    withheld: tuple[str, ...]
+    withheld_why: str
     # Never granted to a container whose root is the host's root.
     forbidden: tuple[str, ...] = ("CAP_SYS_ADMIN",)
 
@@ -67,16 +71,20 @@ def _parse_generator(g: Reader) -> SeccompGenerator:
 
 def parse(r: Reader) -> CapabilitiesPolicy:
     userns = r.obj("userNamespace")
+    withheld = r.obj("withheld")
     policy = r.record(
         CapabilitiesPolicy,
-        sub={"user_namespace_": userns},
+        sub={"user_namespace_": userns, "withheld_": withheld},
         capabilities=_capability_names(r, "capabilities"),
         user_namespace=_capability_names(userns, "capabilities"),
+        withheld=_capability_names(withheld, "capabilities"),
         seccomp_generator=_parse_generator(r.obj("seccompGenerator")),
     )
     for i, cap in enumerate(policy.capabilities):
         if cap in policy.forbidden or cap == "CAP_SYS_ADMIN":
             r.fail(f"{cap} is never granted by oci-systemd", "capabilities", i)
+        if cap in policy.withheld:
+            r.fail(f"{cap} is both granted and withheld", "capabilities", i)
     for i, name in enumerate(policy.sets):
         if name not in SETS:
             r.fail("is not a capability set", "sets", i)
@@ -100,6 +108,7 @@ def contribute(draft: Draft, ctx: Context) -> None:
     if draft.get("process", "capabilities") is None:
         draft.ensure_object(("process",), CONCERN, "the config has no process section")
         draft.add(("process", "capabilities"), {}, CONCERN, "the config has no process.capabilities")
+    _withhold(draft, ctx, wanted)
     for name in policy.sets:
         current = draft.get("process", "capabilities", name)
         if current is None:
@@ -120,6 +129,21 @@ def contribute(draft: Draft, ctx: Context) -> None:
                         f"the config itself grants {cap} in {name} to the host's root; kept, but systemd does not need it",
                     )
     _seccomp_generator(draft, ctx)
+
+
+def _withhold(draft: Draft, ctx: Context, wanted: list[str]) -> None:
+    """The withheld capabilities out of every set that holds them, one replace of that set
+    each (the review shows each removal with the reason); --capabilities naming one keeps
+    it, as the user's own explicit grant."""
+    policy = ctx.options.policy.capabilities
+    withheld = [cap for cap in policy.withheld if cap not in wanted]
+    for name in SETS:
+        current = draft.get("process", "capabilities", name)
+        if not isinstance(current, list):
+            continue
+        kept = [cap for cap in current if cap not in withheld]
+        if len(kept) != len(current):
+            draft.replace(("process", "capabilities", name), kept, CONCERN, policy.withheld_why)
 
 
 def _seccomp_generator(draft: Draft, ctx: Context) -> None:
