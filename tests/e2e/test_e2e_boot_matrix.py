@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import bundles, checks, parallel, runc_harness
+from tests.harness import bundles, checks, clean_boot, parallel, runc_harness
 from tests.harness.figures import BOOT_FIGURES
 from tests.harness.host_state import HostSnapshot
 
@@ -106,6 +106,7 @@ def run_case(case: Case, images, workdir: Path) -> dict:
                 checks.check_machine_id(c, machine_id, image_id[0].decode().strip())
                 if boot == 1:
                     checks.check_container_interface(c)
+                    clean_boot.check_clean_journal(c, "minimal")
                     checks.check_mounts(c, readonly=readonly)
                     checks.check_run_copy_up(c, image, copy_up)
                     checks.check_cgroups(c, VIEW[cgroup], cgroups_path)

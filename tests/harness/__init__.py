@@ -19,6 +19,8 @@ path (inside a test guest, the copy of tests/ is run the same way).
 - ``notify``: a host-side sd_notify listener, and a container that runc starts with
   NOTIFY_SOCKET (readiness, and when SIGRTMIN+3 may be sent);
 - ``rootfs_cache``: debootstrapped Debian trees, cached as tarballs;
+- ``clean_boot``: the clean-boot rule (journal lines at err or worse, each explained)
+  and who causes the warnings;
 - ``checks``, ``host_state``, ``parallel``, ``figures``: the e2e suite's checks, host
   snapshots, cell pools and boot figures (the test guests use them too);
 - ``integrations``: podman, the Debian tree and a policy for the integration tests;

@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from tests.harness import bundles, runc_harness, userns
+from tests.harness import bundles, clean_boot, runc_harness, userns
 from tests.harness.skips import require_root, skip_or_fail
 
 TMPFS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
@@ -241,6 +241,7 @@ def check_workload(c: runc_harness.RuncContainer, image: bundles.Image, bundle: 
     postgres and sshd answering.  Returns figures for the summary ("accepted" units)."""
     check_machine_id(c, machine_id, image_id)
     check_container_interface(c)
+    clean_boot.check_clean_journal(c, image.flavour, timeout=30 * TIMEOUT_SCALE)
     check_mounts(c, readonly=False)
     check_run_copy_up(c, image, copy_up)
     check_cgroups(c, view, cgroups_path)

@@ -147,21 +147,21 @@ class Container(Protocol):
     def exec(self, *cmd: str, timeout: float = 60, check: bool = False): ...
 
 
-def journal(c: Container, priority: str) -> list[JournalEntry]:
+def journal(c: Container, priority: str, timeout: float = 30) -> list[JournalEntry]:
     """``journalctl -b -p PRIORITY -o json`` inside ``c`` ("err": err or worse;
     "warning..warning": warning only).  A journalctl that fails is a failure, never an
     empty journal."""
-    p = c.exec("journalctl", "-b", "-p", priority, "-o", "json", "--no-pager", timeout=30)
+    p = c.exec("journalctl", "-b", "-p", priority, "-o", "json", "--no-pager", timeout=timeout)
     assert p.returncode == 0, f"journalctl -b -p {priority} failed (rc={p.returncode}): {p.stderr}"
     return parse_journal_json(p.stdout)
 
 
-def check_clean_journal(c: Container, flavour: str) -> list[JournalEntry]:
+def check_clean_journal(c: Container, flavour: str, timeout: float = 30) -> list[JournalEntry]:
     """The clean-boot rule: nothing at err or worse on a minimal image; on a services image
     only lines that ERR_ALLOWED explains.  Returns the explained lines (for a report)."""
     if flavour not in ERR_ALLOWED:
         raise ValueError(f"unknown flavour {flavour!r}; expected one of {sorted(ERR_ALLOWED)}")
-    entries = journal(c, "err")
+    entries = journal(c, "err", timeout)
     bad = unexplained_errors(entries, flavour)
     explained = [e for e in entries if e not in bad]
     assert bad == [], (
