@@ -7,8 +7,9 @@ The kind comes from the environment (OCI_SYSTEMD_GUEST_KIND: v2, hybrid or legac
 test_guest_hosts.GUEST_TESTS says which tests each kind runs:
 - every kind: ``test_host_kind``, the guest is the host it claims to be, as the CLI's
   own probe and the mounts say;
-- ``test_cell``: images booted with the defaults (``oci-systemd apply BUNDLE``) and checked as
-  the host-side matrix checks them (tests/harness/checks.py): running, no failed unit, every
+- ``test_cell``: images booted with the defaults (``oci-systemd apply BUNDLE``), started with
+  NOTIFY_SOCKET (READY=1 must reach the guest's host side), and checked as the
+  host-side matrix checks them (tests/harness/checks.py): running, no failed unit, every
   enabled service active, the machine-id, the mounts, copy-up, the cgroup view, a clean
   stop and nothing left.  On v2, linux.resources sets memory.max, pids.max and cpu.max,
   and the container must not be able to raise them, with and without a user namespace;
@@ -16,8 +17,9 @@ test_guest_hosts.GUEST_TESTS says which tests each kind runs:
 - v2, also a ``test_cell``: an unprivileged user's runc boots a transformed bundle
   (run_rootless).
 
-Every bundle sets ``linux.cgroupsPath`` to /<container id>, as container managers do:
-without one, runc on a v2 host puts the container below its caller's own cgroup.
+Every bundle sets ``linux.cgroupsPath``, as container managers do (without one, runc on a
+v2 host puts the container below its caller's own cgroup): on v2 a scope of the guest's
+systemd through runc's systemd driver (see placement()), on v1 /<container id>.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 import pytest
 
 import image_disk
-from tests.harness import bundles, checks, parallel, runc_harness, userns
+from tests.harness import bundles, checks, notify, parallel, runc_harness, userns
 from tests.harness.figures import BOOT_FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +138,32 @@ def check_v2_limits(c: runc_harness.RuncContainer, cgroups_path: str) -> None:
         c.exec("rmdir", "/sys/fs/cgroup/escape")
 
 
+# runc with its systemd cgroup driver: the container's cgroup is a transient scope of the
+# guest's systemd, with Delegate=yes, as CONTAINER_INTERFACE.md asks of a manager
+_SYSTEMD_DRIVER = """#!/bin/sh
+exec runc --systemd-cgroup "$@"
+"""
+
+
+def placement(cell: Cell, cid: str, bundle: Path) -> tuple[str, str, str, tuple[Path, ...]]:
+    """Where the container's cgroup goes: (the runc to run, the config's cgroupsPath, the
+    cgroup's path on the host, what the sandbox must keep of the host's /run).
+
+    On the v2 guest, in a scope of the guest's systemd (runc's systemd driver, which
+    reaches systemd over D-Bus). Measured there: a cgroup runc's cgroupfs driver makes
+    at the top of the tree loses its cpu controller, and so cpu.max, whenever the
+    host's systemd rebuilds the root's cgroup.subtree_control and none of its own units
+    wants cpu (after a delegated unit of the rootless cell stopped). A v1 host has a
+    hierarchy per controller and the cells there keep /<container id>."""
+    if cell.kind != "v2":
+        return runc_harness.RUNC, f"/{cid}", f"/{cid}", ()
+    wrapper = bundle / ".runc-systemd-driver"  # in the bundle: the sandbox binds it back
+    wrapper.write_text(_SYSTEMD_DRIVER)
+    wrapper.chmod(0o755)
+    return (str(wrapper), f"system.slice:ocisd:{cid}", f"/system.slice/ocisd-{cid}.scope",
+            (Path("/run/dbus"), Path("/run/systemd")))
+
+
 def run_cell(cell: Cell, workdir: Path) -> dict:
     if cell.rootless:
         return run_rootless(workdir)
@@ -143,8 +171,8 @@ def run_cell(cell: Cell, workdir: Path) -> dict:
     bundle = bundles.make_bundle(image, workdir / "bundle", ["/sbin/init"], layered=True)
     try:
         cid = runc_harness.new_container_id()
-        cgroups_path = f"/{cid}"
-        set_config(bundle, cgroupsPath=cgroups_path, **({"resources": RESOURCES} if cell.limits else {}))
+        runc, config_path, cgroups_path, keep = placement(cell, cid, bundle)
+        set_config(bundle, cgroupsPath=config_path, **({"resources": RESOURCES} if cell.limits else {}))
         if cell.user_namespace:
             userns.map_users(bundle)
         cfg, facts = bundles.apply_reviewed(bundle)
@@ -152,12 +180,18 @@ def run_cell(cell: Cell, workdir: Path) -> dict:
         check_facts(facts, kind=cell.kind, view=cell.view, user_namespace=cell.user_namespace, version=version)
         machine_id = (bundle / "oci-systemd/machine-id").read_text().strip()
         image_id = (image.rootfs / "etc/machine-id").read_text().strip()
-        assert cfg["linux"]["cgroupsPath"] == cgroups_path, "apply changed the manager's cgroupsPath"
+        assert cfg["linux"]["cgroupsPath"] == config_path, "apply changed the manager's cgroupsPath"
         figures = {"case": f"guest {cell}"}
-        sandbox = runc_harness.HostSandbox(workdir / "sandbox", bundle)
-        with runc_harness.RuncContainer(bundle, container_id=cid, monitor=True, sandbox=sandbox) as c:
+        sandbox = runc_harness.HostSandbox(workdir / "sandbox", bundle, keep=keep)
+        # started as systemd's container interface asks: runc run -d relays READY=1 through
+        # NOTIFY_SOCKET (and returns only then), on every kind of host
+        with notify.NotifyListener(bundle / "notify/notify.sock") as listener, \
+                notify.NotifyingContainer(bundle, notify_socket=listener.path, container_id=cid, monitor=True,
+                                          sandbox=sandbox, runc=runc) as c:
             since = time.time()
-            c.start(timeout=60 * checks.TIMEOUT_SCALE)
+            c.start(timeout=checks.BOOT_TIMEOUT)
+            ready = listener.wait_for("READY", "1", timeout=checks.STOP_TIMEOUT)
+            assert ready is not None, f"no READY=1 relayed: {[str(d) for d in listener.datagrams()]}"
             checks.check_booted(c, since=since, machine_id=machine_id)
             figures["boot1"] = c.boot_seconds
             figures.update(checks.check_workload(c, image, bundle, machine_id=machine_id, image_id=image_id,
