@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness import bundles, notify, rootfs_cache, runc_harness  # noqa: E402
+from tests.harness import bundles, notify, nspawn, rootfs_cache, runc_harness  # noqa: E402
 
 RELEASE = "bookworm"
 RUNS = 5
@@ -86,30 +86,15 @@ class Nspawn:
         self.socket = work / "nspawn-notify" / "notify.sock"
         self.log = work / "nspawn.log"
 
-    @staticmethod
-    def _hierarchies() -> list[Path]:
-        """The cgroup hierarchies nspawn places itself in: name=systemd and the unified one
-        on a v1 (hybrid) host, /sys/fs/cgroup itself on a v2 host."""
-        root = Path("/sys/fs/cgroup")
-        if (root / "cgroup.controllers").exists():
-            return [root]
-        return [h for h in (root / "systemd", root / "unified") if (h / "cgroup.procs").exists()]
-
     def boot(self) -> float:
-        # With --keep-unit on a host without systemd, nspawn makes `payload` and `supervisor`
-        # below the cgroup it was started in: it starts in a cgroup of its own (the shell
-        # moves itself there, then execs nspawn, so the PID stays nspawn's), as in
-        # bench_services.py.
-        # one name in every hierarchy: nspawn mirrors its unified path into name=systemd
+        # in a cgroup of its own (tests/harness/nspawn.py says why)
         name = f"ocisd-bench-ready-{uuid.uuid4().hex[:12]}"
-        cgroups = [h / name for h in self._hierarchies()]
-        enter = " && ".join(f"echo $$ > {bundles.sh_quote(str(c / 'cgroup.procs'))}" for c in cgroups)
-        argv = ["sh", "-c", f'{enter} && exec "$@"', "sh",
-                "systemd-nspawn", "-q", "-D", str(self.tree), "--boot", "--register=no", "--keep-unit",
+        argv = ["systemd-nspawn", "-q", "-D", str(self.tree), "--boot", "--register=no", "--keep-unit",
                 "--console=passive", "--private-network", "--notify-ready=yes"]
+        cgroups: list[Path] = []
         try:
-            for c in cgroups:
-                c.mkdir()
+            cgroups = nspawn.own_cgroups(name)
+            argv = nspawn.started_in(cgroups, argv)
             with notify.NotifyListener(self.socket) as listener, open(self.log, "ab") as log:
                 # nspawn forwards READY=1 to its own NOTIFY_SOCKET once its container sent it
                 env = dict(os.environ, NOTIFY_SOCKET=str(listener.path))
@@ -126,7 +111,7 @@ class Nspawn:
                     self._stop(proc)
         finally:
             for c in cgroups:
-                _remove_cgroup(c)
+                nspawn.remove_cgroup(c)
 
     def _stop(self, proc: subprocess.Popen) -> None:
         """SIGTERM to nspawn (it asks its container to power off, then exits 0); if that does
@@ -148,24 +133,6 @@ class Nspawn:
 
     def close(self) -> None:
         bundles.unmount_layer(self.tree)
-
-
-def _remove_cgroup(top: Path, wait: float = 10) -> None:
-    """rmdir a cgroup made here and what nspawn left below it, deepest first (a cgroup
-    empties a moment after its last process is reaped: EBUSY is retried for a while)."""
-    deadline = time.monotonic() + wait
-    while top.exists():
-        dirs = sorted((Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True)
-        try:
-            for d in dirs:
-                d.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            if time.monotonic() > deadline:
-                print(f"bench_ready: left cgroup {top}: {e}", file=sys.stderr)
-                return
-            time.sleep(0.1)
 
 
 def why_not() -> str | None:

@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness import bundles, rootfs_cache, runc_harness  # noqa: E402
+from tests.harness import bundles, nspawn, rootfs_cache, runc_harness  # noqa: E402
 from tests.harness import integrations as integ_env  # noqa: E402
 
 RELEASE = "bookworm"
@@ -190,27 +190,13 @@ class Nspawn:
         self.tree = rootfs_cache.unpack(tarball, work / "nspawn")
         self.log = work / "nspawn.log"
 
-    @staticmethod
-    def _hierarchies() -> list[Path]:
-        """The cgroup hierarchies nspawn places itself in: name=systemd and the unified one
-        on a v1 (hybrid) host, /sys/fs/cgroup itself on a v2 host."""
-        root = Path("/sys/fs/cgroup")
-        if (root / "cgroup.controllers").exists():
-            return [root]
-        return [h for h in (root / "systemd", root / "unified") if (h / "cgroup.procs").exists()]
-
     def argv(self, cgroups: list[Path]) -> list[str]:
-        # With --keep-unit on a host without systemd, nspawn makes `payload` and `supervisor`
-        # below the cgroup it was started in: started from the root cgroup, every nspawn on
-        # the machine would share /payload.  So nspawn starts in a cgroup of its own (the
-        # shell moves itself there, then execs nspawn: the PID stays nspawn's).
-        enter = " && ".join(f"echo $$ > {bundles.sh_quote(str(c / 'cgroup.procs'))}" for c in cgroups)
-        # --private-network: runc's default spec and podman's --network none give the
-        # container its own network namespace too; sharing the host's would put nginx, bind9,
-        # postfix, sshd, postgresql, ... on the host's ports, next to other containers'
-        return ["sh", "-c", f'{enter} && exec "$@"', "sh",
-                "systemd-nspawn", "-q", "-D", str(self.tree), "--boot", "--register=no",
-                "--keep-unit", "--console=passive", "--private-network"]
+        # in a cgroup of its own (tests/harness/nspawn.py says why). --private-network:
+        # runc's default spec and podman's --network none give the container its own
+        # network namespace too; sharing the host's would put nginx, bind9, postfix, sshd,
+        # postgresql, ... on the host's ports, next to other containers'
+        return nspawn.started_in(cgroups, ["systemd-nspawn", "-q", "-D", str(self.tree), "--boot", "--register=no",
+                                           "--keep-unit", "--console=passive", "--private-network"])
 
     @staticmethod
     def _container_init(nspawn_pid: int) -> int | None:
@@ -237,10 +223,9 @@ class Nspawn:
 
     def boot(self) -> Boot:
         name = integ_env.unique("ocisd-bench-nspawn")  # one path in every hierarchy, as nspawn mirrors it
-        cgroups = [h / name for h in self._hierarchies()]
+        cgroups: list[Path] = []
         try:
-            for c in cgroups:
-                c.mkdir()
+            cgroups = nspawn.own_cgroups(name)
             settle()
             with open(self.log, "ab") as log:
                 t0 = time.monotonic()
@@ -253,7 +238,7 @@ class Nspawn:
                 container.stop()
         finally:
             for c in cgroups:
-                _remove_cgroup(c)
+                nspawn.remove_cgroup(c)
 
     def _wait(self, container: "_NspawnContainer", t0: float) -> Boot:
         proc = container.proc
@@ -330,25 +315,6 @@ class _NspawnContainer:
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
-
-
-def _remove_cgroup(top: Path, wait: float = 10) -> None:
-    """rmdir a cgroup made here and what nspawn and the container's systemd left below it
-    (payload/init.scope, supervisor), deepest first.  A cgroup empties a moment after its
-    last process is reaped, so EBUSY is retried for a while."""
-    deadline = time.monotonic() + wait
-    while top.exists():
-        dirs = sorted((Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True)
-        try:
-            for d in dirs:
-                d.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            if time.monotonic() > deadline:
-                print(f"bench_services: left cgroup {top}: {e}", file=sys.stderr)
-                return
-            time.sleep(0.1)
 
 
 # ---- report -----------------------------------------------------------------------------

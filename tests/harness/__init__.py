@@ -24,5 +24,6 @@ path (inside a test guest, the copy of tests/ is run the same way).
 - ``checks``, ``host_state``, ``parallel``, ``figures``: the e2e suite's checks, host
   snapshots, cell pools and boot figures (the test guests use them too);
 - ``integrations``: podman, the Debian tree and a policy for the integration tests;
-- ``load``: N systemd containers at once (the load test and ``make bench``).
+- ``load``: N systemd containers at once (the load test and ``make bench``);
+- ``nspawn``: systemd-nspawn, the benchmarks' reference peer, in a cgroup of its own.
 """
