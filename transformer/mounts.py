@@ -78,3 +78,10 @@ def covering(mounts: list[dict[str, Any]], directory: str) -> dict[str, Any] | N
         if dest == directory or is_under(directory, dest):
             found = mount
     return found
+
+
+def on_tmpfs(mounts: list[dict[str, Any]], directory: str) -> bool:
+    """Whether a mount point made in `directory` lands in a tmpfs of the container's own
+    (see covering): the only place where the side files' mount points may go."""
+    mount = covering(mounts, directory)
+    return mount is not None and mount.get("type") == "tmpfs"

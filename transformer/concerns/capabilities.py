@@ -156,8 +156,7 @@ def _seccomp_generator(draft: Draft, ctx: Context) -> None:
     if ctx.systemd is not None and ctx.systemd.version < generator.from_systemd:
         return
     directory = mounts.normalise(generator.destination.rsplit("/", 1)[0])
-    covering = mounts.covering(draft.doc["mounts"], directory)
-    if covering is None or covering.get("type") != "tmpfs":
+    if not mounts.on_tmpfs(draft.doc["mounts"], directory):
         draft.note(
             "warning",
             CONCERN,

@@ -115,8 +115,7 @@ def _mask_commit_units(draft: Draft, ctx: Context) -> None:
     if not policy.mask_units:
         return
     # The mask files are created inside whatever is mounted over the unit directory.
-    covering = mounts.covering(draft.doc["mounts"], policy.unit_directory)
-    if covering is None or covering.get("type") != "tmpfs":
+    if not mounts.on_tmpfs(draft.doc["mounts"], policy.unit_directory):
         draft.note(
             "warning",
             CONCERN,

@@ -67,8 +67,7 @@ def parse_os_release(text: str) -> tuple[tuple[str, str], ...]:
 
 def contribute(draft: Draft, ctx: Context) -> None:
     policy = ctx.options.policy.run_host
-    covering = mounts.covering(draft.doc["mounts"], policy.directory)
-    if covering is None or covering.get("type") != "tmpfs":
+    if not mounts.on_tmpfs(draft.doc["mounts"], policy.directory):
         # runc would create the mount points where /run/host really is: on the image, or
         # on the host through a bind
         draft.note("warning", CONCERN, f"{policy.directory} is not on a tmpfs mount; /run/host not provided")
