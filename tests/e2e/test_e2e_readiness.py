@@ -85,10 +85,6 @@ def _bundle(cell: Cell, images, workdir: Path) -> tuple[bundles.Image, Path, dic
     return image, bundle, cfg
 
 
-def _pid1_env(c: runc_harness.RuncContainer) -> list[str]:
-    return Path(f"/proc/{c.pid()}/environ").read_bytes().decode(errors="replace").split("\0")
-
-
 def _check_running_now(c: runc_harness.RuncContainer, when: str) -> None:
     """``systemctl is-system-running`` (no --wait: the state at this moment) says running."""
     p = c.exec("systemctl", "is-system-running")
@@ -115,7 +111,7 @@ def run_relay(cell: Cell, images, workdir: Path) -> dict:
                                        f"got {[str(d) for d in listener.datagrams()]}\n{c.diagnostics()}")
             _check_running_now(c, "when READY=1 reached the host")
             figures["boot1"] = ready.received - t0
-            assert f"NOTIFY_SOCKET={RUNC_NOTIFY_SOCKET}" in _pid1_env(c), _pid1_env(c)
+            assert f"NOTIFY_SOCKET={RUNC_NOTIFY_SOCKET}" in checks.pid1_env(c), checks.pid1_env(c)
             # runc's socket directory is mounted over our /run tmpfs, not hidden under it
             mounts = bundles.mountinfo_fstypes(c.exec("cat", "/proc/self/mountinfo").stdout)
             assert mounts.get("/run", ("none",))[0] == "tmpfs", mounts.get("/run")

@@ -80,14 +80,19 @@ def check_booted(c: runc_harness.RuncContainer, *, since: float, machine_id: str
     assert int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= since - 1, "journal shows an older boot, not this one"
 
 
+def pid1_env(c: runc_harness.RuncContainer) -> list[str]:
+    """PID 1's environment, NAME=VALUE entries, read from the host."""
+    return Path(f"/proc/{c.pid()}/environ").read_bytes().decode(errors="replace").split("\0")
+
+
 def check_machine_id(c: runc_harness.RuncContainer, expected: str, image_id: str) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", expected) and set(expected) != {"0"}, expected
     assert expected != image_id, "the container kept the image's machine-id"
     got = c.exec("cat", "/etc/machine-id").stdout.strip()
     assert got == expected, f"/etc/machine-id is {got!r}, expected {expected!r}"
-    env = Path(f"/proc/{c.pid()}/environ").read_bytes().split(b"\0")
-    assert f"container_uuid={expected}".encode() in env, env
-    assert b"container=oci" in env, env
+    env = pid1_env(c)
+    assert f"container_uuid={expected}" in env, env
+    assert "container=oci" in env, env
 
 
 def check_container_interface(c: runc_harness.RuncContainer) -> None:
@@ -98,7 +103,7 @@ def check_container_interface(c: runc_harness.RuncContainer) -> None:
     and /proc/sys are read-only."""
     from transformer.concerns.run_host import parse_os_release
 
-    env = dict(e.decode().split("=", 1) for e in Path(f"/proc/{c.pid()}/environ").read_bytes().split(b"\0") if b"=" in e)
+    env = dict(e.split("=", 1) for e in pid1_env(c) if "=" in e)
     for name, var in (("container-manager", "container"), ("container-uuid", "container_uuid")):
         got = c.exec("cat", f"/run/host/{name}").stdout
         assert got == env[var] + "\n", f"/run/host/{name} is {got!r}, PID 1 has {var}={env.get(var)!r}"
